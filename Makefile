@@ -1,0 +1,58 @@
+# leakguard — build, test, demo and benchmark entry points.
+# `make demo` and `make test` are the two set-up commands (run as root).
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+# Pinned versions of the real clients and neighbours our plugin is tested with.
+CNI_VERSION     ?= v1.3.1
+PLUGINS_VERSION ?= v1.10.0
+CNI_BIN   := $(CURDIR)/.cache/cni/bin
+
+DESTDIR   ?=
+CNI_BIN_DIR  ?= /opt/cni/bin
+HOOK_DIR     ?= /usr/libexec/leakguard
+
+GOFLAGS_BUILD := -trimpath -ldflags=-s\ -w
+
+export LEAKGUARD_BIN_DIR := $(BIN)
+export LEAKGUARD_CNI_BIN := $(CNI_BIN)
+
+.PHONY: all build test-bins test-deps test vet fmt-check demo bench install clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard ./plugins/leakguard
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard-hook ./plugins/leakguard-hook
+
+# Binaries only used by tests, demo and benchmarks (e.g. the tke-eni-style main plugin).
+test-bins:
+	$(GO) build -o $(BIN)/test/ ./test/cmd/...
+
+# cnitool and the reference plugins, built from the Go module proxy at pinned versions.
+test-deps:
+	CNI_VERSION=$(CNI_VERSION) PLUGINS_VERSION=$(PLUGINS_VERSION) scripts/install-cni-tools.sh $(CNI_BIN)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: build test-bins test-deps vet fmt-check
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+demo: build test-bins test-deps
+	scripts/demo.sh
+
+bench: build test-bins test-deps
+	scripts/bench.sh
+
+install: build
+	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(HOOK_DIR)
+	install -m 0755 $(BIN)/leakguard $(DESTDIR)$(CNI_BIN_DIR)/leakguard
+	install -m 0755 $(BIN)/leakguard-hook $(DESTDIR)$(HOOK_DIR)/leakguard-hook
+
+clean:
+	rm -rf $(BIN) .cache

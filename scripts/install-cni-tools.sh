@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds cnitool and the reference CNI plugins from the Go module proxy at
+# pinned versions into DIR (default .cache/cni/bin). Idempotent.
+set -euo pipefail
+
+dir=${1:-.cache/cni/bin}
+cni=${CNI_VERSION:-v1.3.1}
+plugins=${PLUGINS_VERSION:-v1.10.0}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+stamp="$dir/.versions"
+want="cni=$cni plugins=$plugins"
+if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+	exit 0
+fi
+
+export GOBIN=$dir GOFLAGS=-mod=mod
+go install "github.com/containernetworking/cni/cnitool@$cni"
+for p in main/bridge main/ptp main/dummy ipam/host-local meta/tuning meta/portmap; do
+	go install "github.com/containernetworking/plugins/plugins/$p@$plugins"
+done
+echo "$want" >"$stamp"
