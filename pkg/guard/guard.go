@@ -1,0 +1,74 @@
+// Package guard implements leakguard's CNI verbs. Each verb reads top to
+// bottom: parse the config, take the attachment's lock, then classify the
+// netns (nsident), load the record (store), verify and reap host links
+// (hostlink), and forget.
+package guard
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/leakguard/leakguard/pkg/logging"
+	"github.com/leakguard/leakguard/pkg/pluginconf"
+	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/store"
+)
+
+// DefaultLockTimeout bounds the wait for another invocation on the same
+// attachment; past it the verb fails with "try again later" (code 11).
+const DefaultLockTimeout = 10 * time.Second
+
+// Plugin carries what the verbs need from their environment. It has no
+// mutable state: one value serves any number of invocations.
+type Plugin struct {
+	LockTimeout time.Duration
+	Stderr      io.Writer
+}
+
+// New returns a Plugin with production settings.
+func New(stderr io.Writer) *Plugin {
+	return &Plugin{LockTimeout: DefaultLockTimeout, Stderr: stderr}
+}
+
+// invocation is one verb's parsed input and logger.
+type invocation struct {
+	conf     *pluginconf.Config
+	key      record.Key
+	log      *slog.Logger
+	closeLog func()
+}
+
+func (p *Plugin) start(verb string, args *skel.CmdArgs) (*invocation, error) {
+	conf, err := pluginconf.Parse(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	level, _ := conf.Level() // validated by Parse
+	log, closeLog := logging.New(conf.LogFile, level, p.Stderr)
+	key := record.Key{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+	log = log.With("cmd", verb, "network", key.Network, "containerID", key.ContainerID, "ifname", key.IfName)
+	return &invocation{conf: conf, key: key, log: log, closeLog: closeLog}, nil
+}
+
+// lock opens the store and takes the attachment's lock; a timeout becomes
+// CNI error 11 so that the runtime retries.
+func (p *Plugin) lock(inv *invocation) (*store.Store, *store.Lock, error) {
+	st, err := store.Open(inv.conf.StateDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open state dir %s: %w", inv.conf.StateDir, err)
+	}
+	l, err := st.Lock(inv.key, p.LockTimeout)
+	if errors.Is(err, store.ErrLockTimeout) {
+		return nil, nil, types.NewError(types.ErrTryAgainLater, "another invocation holds this attachment", err.Error())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, l, nil
+}

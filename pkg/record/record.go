@@ -1,0 +1,67 @@
+// Package record defines the attachment record: what leakguard learned about
+// one attachment at ADD and needs at DEL when the netns may be gone.
+package record
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/leakguard/leakguard/pkg/hostlink"
+	"github.com/leakguard/leakguard/pkg/nsident"
+)
+
+// Schema is the version of the record format written by this build.
+const Schema = 1
+
+// Key names one attachment, as CNI does: network name, container ID, ifname.
+type Key struct {
+	Network     string `json:"network"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+func (k Key) String() string { return fmt.Sprintf("%s/%s/%s", k.Network, k.ContainerID, k.IfName) }
+
+// Record is one attachment's state. Its kernel identities (ifindexes, netns
+// inode, nsid) are only valid for the boot that wrote it.
+type Record struct {
+	Schema int `json:"schema"`
+	Key
+	BootID     string                    `json:"bootID"`
+	Created    time.Time                 `json:"created"`
+	Updated    time.Time                 `json:"updated"`
+	Netns      nsident.Identity          `json:"netns"`
+	NetnsPath  string                    `json:"netnsPath"`
+	HostLinks  []hostlink.Identity       `json:"hostLinks"`
+	Interfaces []hostlink.ContainerIface `json:"interfaces"`
+	IPs        []string                  `json:"ips"`
+}
+
+// Validate checks what every usable record must hold.
+func (r *Record) Validate() error {
+	switch {
+	case r.Schema != Schema:
+		return fmt.Errorf("schema %d, this build reads %d", r.Schema, Schema)
+	case r.ContainerID == "" || r.IfName == "":
+		return fmt.Errorf("container ID or ifname missing")
+	case r.BootID == "":
+		return fmt.Errorf("boot ID missing")
+	case r.Netns.IsZero():
+		return fmt.Errorf("netns identity missing")
+	}
+	return nil
+}
+
+// bootIDPath is where the kernel exposes the current boot's random ID.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// CurrentBootID returns the ID of the running boot.
+func CurrentBootID() (string, error) {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return "", fmt.Errorf("read boot ID: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
+}

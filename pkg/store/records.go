@@ -1,0 +1,155 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/leakguard/leakguard/pkg/record"
+)
+
+// DiscardedError reports a record that exists but must not be acted upon: it
+// was written by another boot (removed), or it is corrupt or of an unknown
+// schema (moved aside for inspection). Callers proceed as if there were no
+// record, and log this.
+type DiscardedError struct {
+	Path    string
+	Reason  string
+	MovedTo string // empty when the file was removed
+}
+
+func (e *DiscardedError) Error() string {
+	if e.MovedTo != "" {
+		return fmt.Sprintf("record %s discarded (%s); moved to %s", e.Path, e.Reason, e.MovedTo)
+	}
+	return fmt.Sprintf("record %s discarded (%s); removed", e.Path, e.Reason)
+}
+
+// Load returns the attachment's record, or nil when there is none. The caller
+// must hold the attachment's lock.
+func (s *Store) Load(k record.Key) (*record.Record, error) {
+	path := s.recordPath(k)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read record %s: %w", path, err)
+	}
+	r, err := s.decode(b)
+	if err != nil {
+		return nil, s.quarantine(path, err.Error())
+	}
+	if r.Key != k {
+		return nil, s.quarantine(path, fmt.Sprintf("holds key %s, expected %s", r.Key, k))
+	}
+	if r.BootID != s.bootID {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove record of boot %s: %w", r.BootID, err)
+		}
+		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID)}
+	}
+	return r, nil
+}
+
+func (s *Store) decode(b []byte) (*record.Record, error) {
+	var r record.Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("corrupt: %v", err)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid: %v", err)
+	}
+	return &r, nil
+}
+
+// quarantine moves a bad record aside, keeping it for inspection.
+func (s *Store) quarantine(path, reason string) error {
+	to := path + corruptTag + strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := os.Rename(path, to); err != nil {
+		return fmt.Errorf("move aside bad record %s (%s): %w", path, reason, err)
+	}
+	return &DiscardedError{Path: path, Reason: reason, MovedTo: to}
+}
+
+// Save writes the record atomically: a temp file in the same directory,
+// fsync (unless on tmpfs), rename over the old one, fsync of the directory.
+// A crash at any point leaves either the old record or the new one, never a
+// partial file under the record's name. The caller must hold the lock.
+func (s *Store) Save(r *record.Record) error {
+	r.Schema = record.Schema
+	r.BootID = s.bootID
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode record %s: %w", r.Key, err)
+	}
+	path := s.recordPath(r.Key)
+	f, err := os.CreateTemp(s.dir, tmpPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("create temp record: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if !s.tmpfs {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("fsync %s: %w", tmp, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename record into place: %w", err)
+	}
+	if !s.tmpfs {
+		return syncDir(s.dir)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open state dir for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync state dir: %w", err)
+	}
+	return nil
+}
+
+// Remove forgets the attachment's record. A missing record is not an error.
+func (s *Store) Remove(k record.Key) error {
+	if err := os.Remove(s.recordPath(k)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove record %s: %w", k, err)
+	}
+	return nil
+}
+
+// List returns the names of all record files (not temp, lock or quarantined
+// files), for tools that walk the store.
+func (s *Store) List() ([]string, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("read state dir: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if e.Type().IsRegular() && strings.HasSuffix(n, recordExt) && !strings.HasPrefix(n, tmpPrefix) {
+			out = append(out, filepath.Join(s.dir, n))
+		}
+	}
+	return out, nil
+}

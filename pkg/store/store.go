@@ -1,0 +1,100 @@
+// Package store persists attachment records, one file per attachment, under
+// a private directory: atomic writes, a lock per attachment, file names that
+// cannot escape the directory, and records of other boots never returned.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/leakguard/leakguard/pkg/record"
+)
+
+const (
+	recordExt  = ".json"
+	lockExt    = ".lock"
+	tmpPrefix  = ".tmp-"
+	corruptTag = ".corrupt-"
+	maxName    = 200
+)
+
+// Store is a directory of records. It holds no mutable state of its own.
+type Store struct {
+	dir    string
+	tmpfs  bool // fsync is pointless on tmpfs (/run), and costs on disks
+	bootID string
+}
+
+// Open creates dir (0700) if needed, tightens its mode if it is wider, and
+// returns a Store bound to the current boot.
+func Open(dir string) (*Store, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("state dir %q is not absolute", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("stat state dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("state dir %s is not a directory", dir)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("restrict state dir mode: %w", err)
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil, fmt.Errorf("statfs state dir: %w", err)
+	}
+	boot, err := record.CurrentBootID()
+	if err != nil {
+		return nil, err
+	}
+	return &Store{dir: dir, tmpfs: st.Type == unix.TMPFS_MAGIC, bootID: boot}, nil
+}
+
+// Dir returns the directory the store lives in.
+func (s *Store) Dir() string { return s.dir }
+
+// BootID returns the boot the store stamps records with.
+func (s *Store) BootID() string { return s.bootID }
+
+// baseName maps a key to a single path component: every byte outside
+// [A-Za-z0-9.-] is %-escaped (so '/' can never appear), fields are joined by
+// '_', and over-long names are replaced by a hash. Distinct keys never share
+// a name.
+func baseName(k record.Key) string {
+	name := escape(k.Network) + "_" + escape(k.ContainerID) + "_" + escape(k.IfName)
+	if len(name) > maxName {
+		sum := sha256.Sum256([]byte(k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName))
+		name = "h-" + hex.EncodeToString(sum[:])
+	}
+	return name
+}
+
+func escape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func (s *Store) recordPath(k record.Key) string { return filepath.Join(s.dir, baseName(k)+recordExt) }
+func (s *Store) lockPath(k record.Key) string   { return filepath.Join(s.dir, baseName(k)+lockExt) }
