@@ -1,0 +1,60 @@
+// leakguard-hook is an OCI createRuntime/prestart hook: before a privileged
+// container starts, it turns kernel_nfsd off in the gssproxy config inside the
+// container's rootfs, so gssproxy never pins the pod's network namespace.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/leakguard/leakguard/pkg/hook"
+	"github.com/leakguard/leakguard/pkg/hookpolicy"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stderr)) }
+
+func run(args []string, stdin io.Reader, stderr io.Writer) int {
+	fs := flag.NewFlagSet("leakguard-hook", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "policy file (default "+hookpolicy.DefaultPath+" if it exists)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	policy, err := hookpolicy.Load(*config)
+	if err != nil {
+		fmt.Fprintf(stderr, "leakguard-hook: %v\n", err)
+		return 2
+	}
+	logw, logErr := openLog(policy.LogFile, stderr)
+	defer logw.Close()
+
+	res := hook.Run(stdin, policy)
+	if logErr != nil && res.Err == nil {
+		res.Decision, res.Err = hook.Failed, logErr
+	}
+	res.Log(slog.New(slog.NewJSONHandler(logw, nil)))
+	if res.Err != nil && policy.FailClosed {
+		fmt.Fprintf(stderr, "leakguard-hook: container %q not protected: %v (policy failClosed: failing the hook)\n", res.ID, res.Err)
+		return 1
+	}
+	return 0
+}
+
+// openLog opens the policy's log file for appending, or falls back to stderr.
+func openLog(path string, stderr io.Writer) (io.WriteCloser, error) {
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err == nil {
+			return f, nil
+		}
+		return nopCloser{stderr}, fmt.Errorf("failed to open log file: %w", err)
+	}
+	return nopCloser{stderr}, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
