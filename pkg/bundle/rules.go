@@ -88,4 +88,3 @@ func isBind(m specs.Mount) bool {
 	}
 	return slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 }
-
