@@ -129,6 +129,9 @@ run_case() {
 	cnitool_in "$node" "$dir" add "$net" "$podpath" >"$dir/add.json"
 	echo "1. cnitool add: pod eth0 $(ip -n "$pod" -br -4 addr show eth0 | awk '{print $3}')," \
 		"host side: $(host_veths "$node" | awk '{print $1}' | paste -sd ' ')"
+	if [[ $guard == yes ]]; then
+		echo "   leakguard recorded: $(find "$dir/leakguard-state" -type f -name "*.json" -printf "%P " 2>/dev/null || true)"
+	fi
 
 	"$bin/test/nspin" -report "$dir/leaked-links" "$podpath" >"$dir/nspin.out" 2>&1 &
 	pin=$!
@@ -149,11 +152,18 @@ run_case() {
 		echo "3. cnitool del (netns path missing): FAILED: $(cat "$dir/del.out")"
 	fi
 	if [[ -s $dir/leakguard.log ]]; then
-		echo "   leakguard log:"
-		sed 's/^/     /' "$dir/leakguard.log"
+		echo "   leakguard log (condensed):"
+		condense_log <"$dir/leakguard.log"
 	fi
 
 	report_node "$name" "$node" "$dir" "$pin" "$guard" >"$dir/report"
+}
+
+# condense_log: one short line per leakguard log record (verb, level,
+# message, link); lines in another format are shown as they are.
+condense_log() {
+	sed -E -e 's/^\{.*"level":"([A-Z]+)","msg":"([^"]*)".*"cmd":"([A-Z]+)"(.*"link":"([^"]*)")?.*$/     \3 \1 \2 \5/' \
+		-e 's/^([^ ])/     \1/'
 }
 
 # report_node: what the node (and the leaked pod) is left with, one block.
