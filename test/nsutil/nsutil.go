@@ -5,6 +5,7 @@ package nsutil
 
 import (
 	"fmt"
+	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +24,7 @@ func NewNS(t testing.TB) ns.NetNS {
 	}
 	t.Cleanup(func() {
 		_ = n.Close()
-		_ = testutils.UnmountNS(n)
+		_ = RemovePath(n.Path())
 	})
 	return n
 }
@@ -44,11 +45,11 @@ func LeakBySocket(t testing.TB, n ns.NetNS) (release func()) {
 	if err != nil {
 		t.Fatalf("create pinning socket in %s: %v", n.Path(), err)
 	}
-	if err := testutils.UnmountNS(n); err != nil {
+	_ = n.Close()
+	if err := RemovePath(n.Path()); err != nil {
 		unix.Close(fd)
 		t.Fatalf("remove netns path: %v", err)
 	}
-	_ = n.Close()
 	closed := false
 	release = func() {
 		if !closed {
@@ -63,9 +64,22 @@ func LeakBySocket(t testing.TB, n ns.NetNS) (release func()) {
 // LeakByFD removes n's path but keeps n's open nsfs fd as the only reference.
 func LeakByFD(t testing.TB, n ns.NetNS) {
 	t.Helper()
-	if err := testutils.UnmountNS(n); err != nil {
+	if err := RemovePath(n.Path()); err != nil {
 		t.Fatalf("remove netns path: %v", err)
 	}
+}
+
+// RemovePath does what a runtime does when it tears a sandbox down: it
+// unmounts the netns bind mount (lazily, so open fds keep working) and
+// removes the file. The namespace itself lives on while referenced.
+func RemovePath(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
 }
 
 // PathOf returns the /proc path of the netns of a thread: used to hand the
