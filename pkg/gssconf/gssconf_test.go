@@ -1,0 +1,161 @@
+package gssconf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf16"
+)
+
+func TestIsTrue(t *testing.T) {
+	truths := []string{"1", "on", "ON", "On", "true", "TRUE", "True", "yes", "YES", "Yes", "yEs",
+		" yes", "yes ", "\tyes\t", " \t on \t ", "yes\r"}
+	lies := []string{"", "0", "off", "false", "no", "NO", "y", "ye", "t", "2", "01", "yes!", "yes # comment",
+		"yes;", "yes ; c", "'yes'", `"yes"`, "enabled", "y e s", "yes\\", "no yes", "\u00a0yes"}
+	for _, v := range truths {
+		if !IsTrue(v) {
+			t.Errorf("IsTrue(%q) = false, gssproxy reads it as true", v)
+		}
+	}
+	for _, v := range lies {
+		if IsTrue(v) {
+			t.Errorf("IsTrue(%q) = true, gssproxy reads it as false", v)
+		}
+	}
+}
+
+func TestReadOrder(t *testing.T) {
+	names := []string{"nfs-server.conf", "100-x.conf", "24-x.conf.disabled", "99-a.conf", "24-nfs-server.conf",
+		"00-b.conf", "ab-x.conf", "24-.conf", "1-x.conf", "24-x.CONF", "24_x.conf", "24-B.conf", "24-a.conf",
+		"gssproxy.conf", ".24-x.conf", "24-x.conf~", "24-x.conf.rpmnew", "24-x y.conf", "24-\nx.conf"}
+	want := []string{"gssproxy.conf", "00-b.conf", "24-\nx.conf", "24-B.conf", "24-a.conf", "24-nfs-server.conf", "24-x y.conf", "99-a.conf"}
+	if got := ReadOrder(names); !reflect.DeepEqual(got, want) {
+		t.Errorf("ReadOrder:\n got %q\nwant %q", got, want)
+	}
+}
+
+const note = `# leakguard-hook: kernel_nfsd was %q, set to no to keep gssproxy from enabling kernel NFS support (netns leak)`
+
+func comment(v, eol string) string { return strings.Replace(note, "%q", `"`+v+`"`, 1) + eol }
+
+func TestDisable(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+		n              int
+	}{
+		{"debian drop-in",
+			"[service/nfs-server]\n  mechs = krb5\n  kernel_nfsd = yes\n  euid = 0\n",
+			"[service/nfs-server]\n  mechs = krb5\n" + comment("yes", "\n") + "  kernel_nfsd = no\n  euid = 0\n", 1},
+		{"no spaces", "kernel_nfsd=yes\n", comment("yes", "\n") + "kernel_nfsd=no\n", 1},
+		{"tabs kept", "\tkernel_nfsd\t=\t1\t\n", comment("1", "\n") + "\tkernel_nfsd\t=\tno\n", 1},
+		{"key case kept", "KERNEL_NFSD = On\n", comment("On", "\n") + "KERNEL_NFSD = no\n", 1},
+		{"mixed key case", "Kernel_Nfsd = TRUE\n", comment("TRUE", "\n") + "Kernel_Nfsd = no\n", 1},
+		{"crlf", "[service/nfs-server]\r\n kernel_nfsd = yes\r\n euid = 0\r\n",
+			"[service/nfs-server]\r\n" + comment("yes", "\r\n") + " kernel_nfsd = no\r\n euid = 0\r\n", 1},
+		{"no final newline", "a = b\nkernel_nfsd = yes", "a = b\n" + comment("yes", "\n") + "kernel_nfsd = no", 1},
+		{"no final newline crlf", "a = b\r\nkernel_nfsd = yes", "a = b\r\n" + comment("yes", "\r\n") + "kernel_nfsd = no", 1},
+		{"utf-8 bom", "\ufeffkernel_nfsd = yes\n", "\ufeff" + comment("yes", "\n") + "kernel_nfsd = no\n", 1},
+		{"dup keys first false: later true still turned off", "kernel_nfsd = no\nkernel_nfsd = yes\n",
+			"kernel_nfsd = no\n" + comment("yes", "\n") + "kernel_nfsd = no\n", 1},
+		{"dup keys both true", "kernel_nfsd = yes\nkernel_nfsd = 1\n",
+			comment("yes", "\n") + "kernel_nfsd = no\n" + comment("1", "\n") + "kernel_nfsd = no\n", 2},
+		{"dup sections in one file", "[service/a]\nkernel_nfsd = yes\n[service/b]\n[service/a]\nkernel_nfsd = on\n",
+			"[service/a]\n" + comment("yes", "\n") + "kernel_nfsd = no\n[service/b]\n[service/a]\n" + comment("on", "\n") + "kernel_nfsd = no\n", 2},
+		{"inline comment is false", "kernel_nfsd = yes # on\n", "kernel_nfsd = yes # on\n", 0},
+		{"inline semicolon is false", "kernel_nfsd = yes ; on\n", "kernel_nfsd = yes ; on\n", 0},
+		{"false spellings", "kernel_nfsd = no\nkernel_nfsd = 0\nkernel_nfsd = off\nkernel_nfsd = false\nkernel_nfsd =\n", "", 0},
+		{"comments", "# kernel_nfsd = yes\n; kernel_nfsd = yes\n  # kernel_nfsd = yes\n#kernel_nfsd=1\n", "", 0},
+		{"other keys", "kernel_nfsd_x = yes\nxkernel_nfsd = yes\nkernel nfsd = yes\nkernel_nfsd yes\n[kernel_nfsd = yes]\n", "", 0},
+		{"value on next line", "kernel_nfsd =\n   yes\n", "", 0},
+		{"empty", "", "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := tt.want
+			if tt.n == 0 {
+				want = tt.in
+			}
+			got, n, err := Disable([]byte(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tt.n || string(got) != want {
+				t.Fatalf("Disable(%q) = %q, %d; want %q, %d", tt.in, got, n, want, tt.n)
+			}
+			again, n2, err := Disable(got)
+			if err != nil || n2 != 0 || !bytes.Equal(again, got) {
+				t.Fatalf("second Disable changed %d settings (err %v): %q", n2, err, again)
+			}
+			as, err := Assignments(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range as {
+				if a.True {
+					t.Errorf("line %d still true after Disable: %q", a.Line, a.Value)
+				}
+			}
+		})
+	}
+}
+
+func TestDisableEncodings(t *testing.T) {
+	in := "[service/nfs-server]\r\n  kernel_nfsd = yes\r\n"
+	want := "[service/nfs-server]\r\n" + comment("yes", "\r\n") + "  kernel_nfsd = no\r\n"
+	for _, e := range encodings {
+		t.Run(fmt.Sprintf("bom %x", e.bom), func(t *testing.T) {
+			got, n, err := Disable(e.encode([]byte(in)))
+			if err != nil || n != 1 {
+				t.Fatalf("Disable: %d changes, %v", n, err)
+			}
+			if !bytes.Equal(got, e.encode([]byte(want))) {
+				t.Fatalf("got %q", got)
+			}
+			if _, n, _ := Disable(got); n != 0 {
+				t.Fatalf("second run changed %d", n)
+			}
+		})
+	}
+}
+
+func TestDisableUTF16Explicit(t *testing.T) {
+	// The bytes iconv -t UTF-16LE produces, with BOM: gssproxy reads them.
+	u := utf16.Encode([]rune("kernel_nfsd = yes\n"))
+	b := []byte{0xFF, 0xFE}
+	for _, c := range u {
+		b = append(b, byte(c), byte(c>>8))
+	}
+	got, n, err := Disable(b)
+	if err != nil || n != 1 {
+		t.Fatalf("Disable: %d, %v", n, err)
+	}
+	if !bytes.HasPrefix(got, []byte{0xFF, 0xFE, '#', 0}) {
+		t.Fatalf("not UTF-16LE with BOM: % x", got[:8])
+	}
+}
+
+func TestDisableLossy(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"odd utf-16":          append([]byte{0xFF, 0xFE}, 'k', 0, 'x'),
+		"lone surrogate":      {0xFE, 0xFF, 0xD8, 0x00, 0x00, 'a'},
+		"utf-32 out of range": {0x00, 0x00, 0xFE, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF},
+	} {
+		if _, _, err := Disable(b); !errors.Is(err, ErrLossy) {
+			t.Errorf("%s: err = %v, want ErrLossy", name, err)
+		}
+	}
+}
+
+func TestAssignments(t *testing.T) {
+	as, err := Assignments([]byte("[s]\nkernel_nfsd = yes # x\n KERNEL_NFSD=1\n#kernel_nfsd = yes\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Assignment{{2, "yes # x", false}, {3, "1", true}}
+	if !reflect.DeepEqual(as, want) {
+		t.Fatalf("got %+v want %+v", as, want)
+	}
+}

@@ -1,0 +1,72 @@
+package hookpolicy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hook.json")
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		content string
+		want    Policy
+	}{
+		{`{}`, Policy{Mode: ModePrivileged}},
+		{`{"mode":"all"}`, Policy{Mode: ModeAll}},
+		{`{"mode":"off","failClosed":true,"logFile":"/var/log/leakguard-hook.log"}`,
+			Policy{Mode: ModeOff, FailClosed: true, LogFile: "/var/log/leakguard-hook.log"}},
+		{`{"mode":"privileged","failClosed":false}` + "\n", Policy{Mode: ModePrivileged}},
+	}
+	for _, tt := range tests {
+		got, err := Load(write(t, tt.content))
+		if err != nil || got != tt.want {
+			t.Errorf("Load(%s) = %+v, %v; want %+v", tt.content, got, err, tt.want)
+		}
+	}
+}
+
+func TestLoadInvalid(t *testing.T) {
+	tests := map[string]string{
+		`{"mode":"everything"}`:         `mode "everything" is not one of`,
+		`{"mode":"Privileged"}`:         `mode "Privileged"`,
+		`{"mode":""}`:                   `mode ""`,
+		`{"mdoe":"all"}`:                `unknown field "mdoe"`,
+		`{"failClosed":"yes"}`:          `cannot unmarshal string`,
+		`{"logFile":"hook.log"}`:        `not an absolute path`,
+		`{"mode":"all"} {"mode":"off"}`: `trailing data`,
+		`not json`:                      `invalid character`,
+	}
+	for content, msg := range tests {
+		p := write(t, content)
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), msg) || !strings.Contains(err.Error(), p) {
+			t.Errorf("Load(%s): err = %v, want it to name the file and say %q", content, err, msg)
+		}
+	}
+}
+
+func TestLoadMissingExplicit(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.json")); err == nil {
+		t.Fatal("an explicit --config that does not exist must be an error")
+	}
+}
+
+func TestLoadDefault(t *testing.T) {
+	if _, err := os.Stat(DefaultPath); err == nil {
+		t.Skipf("%s exists on this machine; default-missing case not testable", DefaultPath)
+	}
+	got, err := Load("")
+	if err != nil || got != Default() {
+		t.Fatalf("Load(\"\") without %s = %+v, %v", DefaultPath, got, err)
+	}
+}

@@ -1,0 +1,195 @@
+package inroot
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fixture is a rootfs next to a "host" directory holding a file the rootfs
+// must never reach.
+type fixture struct {
+	root, host, hostFile string
+}
+
+const hostContent = "host secret\n"
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	base := t.TempDir()
+	f := fixture{root: filepath.Join(base, "rootfs"), host: filepath.Join(base, "host")}
+	f.hostFile = filepath.Join(f.host, "file")
+	for _, d := range []string{filepath.Join(f.root, "etc"), f.host} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(f.hostFile, []byte(hostContent), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f fixture) open(t *testing.T) *Root {
+	t.Helper()
+	r, err := Open(f.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func (f fixture) hostUntouched(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(f.hostFile)
+	if err != nil || string(b) != hostContent {
+		t.Fatalf("host file changed: %q %v", b, err)
+	}
+}
+
+func TestEscapingSymlinksStayInRoot(t *testing.T) {
+	f := newFixture(t)
+	rel, err := filepath.Rel(filepath.Join(f.root, "etc"), f.hostFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		"etc/abs":    f.hostFile,                              // absolute host path
+		"etc/rel":    rel,                                     // ../../host/file
+		"etc/deep":   "../../../../../../../../" + f.hostFile, // clamped at the root
+		"etc/chain":  "/etc/abs",                              // in-root link to an escaping link
+		"etc/procfd": "/proc/self/root" + f.hostFile,          // magic link
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(f.root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := f.open(t)
+	for name := range links {
+		file, err := r.OpenRegular(name)
+		if err == nil {
+			b, _ := file.ReadAll()
+			file.Rewrite([]byte("overwritten"))
+			file.Close()
+			t.Errorf("%s: opened a file (content %q); must not resolve outside the root", name, b)
+		}
+	}
+	f.hostUntouched(t)
+}
+
+func TestInRootAbsoluteSymlinkIsFollowed(t *testing.T) {
+	f := newFixture(t)
+	target := filepath.Join(f.root, "usr/share/x.conf")
+	os.MkdirAll(filepath.Dir(target), 0o755)
+	os.WriteFile(target, []byte("old"), 0o644)
+	os.Symlink("/usr/share/x.conf", filepath.Join(f.root, "etc/x.conf"))
+	file, err := f.open(t).OpenRegular("etc/x.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	if err := file.Rewrite([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "new" {
+		t.Fatalf("target = %q", b)
+	}
+}
+
+func TestSymlinkedDirStaysInRoot(t *testing.T) {
+	f := newFixture(t)
+	os.Symlink(f.host, filepath.Join(f.root, "etc/gssproxy"))
+	r := f.open(t)
+	if _, err := r.ReadDirNames("etc/gssproxy"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ReadDirNames through an escaping dir link: %v, want not-exist", err)
+	}
+	if _, err := r.OpenRegular("etc/gssproxy/file"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenRegular through an escaping dir link: %v, want not-exist", err)
+	}
+	f.hostUntouched(t)
+}
+
+func TestSpecialFilesAreNotOpened(t *testing.T) {
+	f := newFixture(t)
+	must(t, unix.Mkfifo(filepath.Join(f.root, "etc/fifo"), 0o644))
+	must(t, unix.Mknod(filepath.Join(f.root, "etc/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(t, unix.Mknod(filepath.Join(f.root, "etc/loop"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))))
+	os.Mkdir(filepath.Join(f.root, "etc/dir"), 0o755)
+	os.Symlink("/etc/fifo", filepath.Join(f.root, "etc/link-to-fifo"))
+	r := f.open(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, name := range []string{"etc/fifo", "etc/null", "etc/loop", "etc/dir", "etc/link-to-fifo"} {
+			if _, err := r.OpenRegular(name); !errors.Is(err, ErrNotRegular) {
+				t.Errorf("%s: err = %v, want ErrNotRegular", name, err)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OpenRegular blocked on a special file")
+	}
+}
+
+func TestRewriteKeepsInodeOwnerMode(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.root, "etc/x.conf")
+	must(t, os.WriteFile(p, []byte("a much longer original content\n"), 0o600))
+	must(t, os.Chown(p, 1234, 5678))
+	must(t, os.Chmod(p, 0o604))
+	var before, after unix.Stat_t
+	must(t, unix.Stat(p, &before))
+	file, err := f.open(t).OpenRegular("etc/x.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, file.Rewrite([]byte("short\n")))
+	file.Close()
+	must(t, unix.Stat(p, &after))
+	if after.Ino != before.Ino || after.Uid != 1234 || after.Gid != 5678 || after.Mode != before.Mode {
+		t.Fatalf("before %+v after %+v", before, after)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "short\n" {
+		t.Fatalf("content %q", b)
+	}
+}
+
+func TestBindMountIsNotCrossed(t *testing.T) {
+	f := newFixture(t)
+	os.MkdirAll(filepath.Join(f.root, "etc/gssproxy"), 0o755)
+	mountFile := filepath.Join(f.root, "etc/gssproxy/24-x.conf")
+	must(t, os.WriteFile(mountFile, nil, 0o644))
+	must(t, unix.Mount(f.hostFile, mountFile, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { unix.Unmount(mountFile, unix.MNT_DETACH) })
+	mountDir := filepath.Join(f.root, "etc/mnt")
+	os.Mkdir(mountDir, 0o755)
+	must(t, unix.Mount(f.host, mountDir, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { unix.Unmount(mountDir, unix.MNT_DETACH) })
+	os.Symlink("/etc/mnt/file", filepath.Join(f.root, "etc/gssproxy/25-alias.conf"))
+
+	r := f.open(t)
+	for _, name := range []string{"etc/gssproxy/24-x.conf", "etc/mnt/file", "etc/gssproxy/25-alias.conf"} {
+		if _, err := r.OpenRegular(name); !errors.Is(err, ErrCrossesMount) {
+			t.Errorf("%s: err = %v, want ErrCrossesMount", name, err)
+		}
+	}
+	if _, err := r.ReadDirNames("etc/mnt"); !errors.Is(err, ErrCrossesMount) {
+		t.Errorf("ReadDirNames across a mount: %v", err)
+	}
+	f.hostUntouched(t)
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
