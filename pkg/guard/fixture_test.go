@@ -41,7 +41,11 @@ type fixture struct {
 	cid      string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWithHost(t, "") }
+
+// newFixtureWithHost names the host veth (random when empty), as plugins with
+// deterministic per-pod names do.
+func newFixtureWithHost(t *testing.T, hostName string) *fixture {
 	t.Helper()
 	f := &fixture{
 		t:        t,
@@ -50,16 +54,10 @@ func newFixture(t *testing.T) *fixture {
 		plugin:   &guard.Plugin{LockTimeout: 2 * time.Second, Stderr: io.Discard},
 		cid:      fmt.Sprintf("ctr-%d", time.Now().UnixNano()),
 	}
-	f.newSandbox()
-	return f
-}
-
-// newSandbox creates a fresh pod netns with eth0 wired to a host veth.
-func (f *fixture) newSandbox() {
-	f.t.Helper()
-	f.pod = nsutil.NewNS(f.t)
+	f.pod = nsutil.NewNS(t)
 	f.podPath = f.pod.Path()
-	f.hostVeth, f.contVeth = f.attach(f.pod, "")
+	f.hostVeth, f.contVeth = f.attach(f.pod, hostName)
+	return f
 }
 
 // attach wires eth0 in pod to a host veth named hostName (random if empty).
@@ -158,7 +156,9 @@ func (f *fixture) check(v string) error {
 	})
 }
 
-func (f *fixture) key() record.Key { return record.Key{Network: netName, ContainerID: f.cid, IfName: "eth0"} }
+func (f *fixture) key() record.Key {
+	return record.Key{Network: netName, ContainerID: f.cid, IfName: "eth0"}
+}
 
 // loadRecord reads the attachment's record straight from the store.
 func (f *fixture) loadRecord() *record.Record {

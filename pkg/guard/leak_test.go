@@ -145,4 +145,3 @@ func mustGetNS(t *testing.T, path string) ns.NetNS {
 	t.Cleanup(func() { n.Close() })
 	return n
 }
-
