@@ -43,8 +43,10 @@ func (c Cnitool) Run(verb, network, netnsPath, cniArgs string) (string, error) {
 	start := time.Now()
 	err := cmd.Run()
 	if err != nil {
+		// cobra follows the error with the usage text: keep only the error.
+		msg, _, _ := strings.Cut(stderr.String(), "\nUsage:")
 		return stdout.String(), fmt.Errorf("cnitool %s %s %s (after %v): %w: %s",
-			verb, network, netnsPath, time.Since(start).Round(time.Millisecond), err, strings.TrimSpace(stderr.String()))
+			verb, network, netnsPath, time.Since(start).Round(time.Millisecond), err, strings.TrimSpace(msg))
 	}
 	return stdout.String(), nil
 }

@@ -35,6 +35,9 @@ type chain struct {
 	podOwnedRules bool
 }
 
+// mainType is the CNI type of the chain's main plugin.
+func (c chain) mainType() string { return c.name }
+
 var chains = []chain{
 	{name: "bridge", file: "10-bridge-leakguard.conflist"},
 	{name: "ptp", file: "10-ptp-leakguard.conflist"},
