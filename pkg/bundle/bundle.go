@@ -27,8 +27,8 @@ type Container struct {
 // maxState bounds what is read from stdin; real states are a few KiB.
 const maxState = 1 << 20
 
-// Load parses the state JSON from r and reads the bundle it names.
-func Load(r io.Reader) (*Container, error) {
+// ReadState parses the state JSON a runtime writes to a hook's stdin.
+func ReadState(r io.Reader) (*specs.State, error) {
 	raw, err := io.ReadAll(io.LimitReader(r, maxState))
 	if err != nil {
 		return nil, fmt.Errorf("failed to read OCI state from stdin: %w", err)
@@ -38,8 +38,13 @@ func Load(r io.Reader) (*Container, error) {
 		return nil, fmt.Errorf("failed to parse OCI state from stdin: %w", err)
 	}
 	if st.Bundle == "" {
-		return nil, errors.New("OCI state on stdin has no bundle")
+		return &st, errors.New("OCI state on stdin has no bundle")
 	}
+	return &st, nil
+}
+
+// Load reads the bundle a state names.
+func Load(st *specs.State) (*Container, error) {
 	spec, err := readSpec(filepath.Join(st.Bundle, "config.json"))
 	if err != nil {
 		return nil, err

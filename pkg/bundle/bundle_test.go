@@ -43,10 +43,19 @@ func state(id, bundle string) *strings.Reader {
 	return strings.NewReader(string(b))
 }
 
+// load is what the hook does with its stdin.
+func load(r *strings.Reader) (*Container, error) {
+	st, err := ReadState(r)
+	if err != nil {
+		return nil, err
+	}
+	return Load(st)
+}
+
 func TestLoadRootPath(t *testing.T) {
 	spec := privileged()
 	dir := writeBundle(t, spec)
-	c, err := Load(state("c1", dir))
+	c, err := load(state("c1", dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +63,7 @@ func TestLoadRootPath(t *testing.T) {
 		t.Fatalf("relative root.path: got id %q rootfs %q", c.ID, c.Rootfs)
 	}
 	spec.Root.Path = "/var/lib/x/rootfs"
-	c, err = Load(state("c2", writeBundle(t, spec)))
+	c, err = load(state("c2", writeBundle(t, spec)))
 	if err != nil || c.Rootfs != "/var/lib/x/rootfs" {
 		t.Fatalf("absolute root.path: %v %v", c, err)
 	}
@@ -69,7 +78,7 @@ func TestLoadErrors(t *testing.T) {
 		"missing bundle": state("x", filepath.Join(t.TempDir(), "gone")),
 		"no root":        state("x", writeBundle(t, noRoot)),
 	} {
-		if _, err := Load(in); err == nil {
+		if _, err := load(in); err == nil {
 			t.Errorf("%s: Load succeeded", name)
 		}
 	}

@@ -56,18 +56,25 @@ type Result struct {
 
 // Run handles one hook invocation: state is the runtime's stdin.
 func Run(state io.Reader, p hookpolicy.Policy) Result {
-	c, err := bundle.Load(state)
+	var r Result
+	st, err := bundle.ReadState(state)
+	if st != nil {
+		r.ID = st.ID
+	}
 	if p.Mode == hookpolicy.ModeOff {
-		r := Result{Decision: Skipped, Reason: ReasonModeOff}
-		if err == nil {
-			r.ID, r.Privileged = c.ID, c.Privileged()
-		}
+		r.Decision, r.Reason = Skipped, ReasonModeOff
 		return r
 	}
 	if err != nil {
-		return Result{Decision: Failed, Err: err}
+		r.Decision, r.Err = Failed, err
+		return r
 	}
-	r := Result{ID: c.ID, Privileged: c.Privileged()}
+	c, err := bundle.Load(st)
+	if err != nil {
+		r.Decision, r.Err = Failed, err
+		return r
+	}
+	r.Privileged = c.Privileged()
 	switch {
 	case c.OptedOut():
 		r.Decision, r.Reason = Skipped, ReasonAnnotation
