@@ -18,12 +18,14 @@ var defaultDst = &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
 // pod its address and a default route via the link-local gateway, answered
 // by a permanent neighbour entry for the host veth (as tke-eni-cni does).
 func setupPodSide(netns, hostNS ns.NetNS, ifName string, conf *podConf) (hostIf, contIf net.Interface, err error) {
+	created := false
 	err = netns.Do(func(ns.NetNS) error {
 		var link netlink.Link
 		link, hostIf, err = makeVeth(ifName, conf.hostVeth, conf.MTU, hostNS)
 		if err != nil {
 			return err
 		}
+		created = true
 		contIf = net.Interface{Index: link.Attrs().Index, Name: ifName, HardwareAddr: link.Attrs().HardwareAddr}
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("failed to set %q up: %w", ifName, err)
@@ -52,7 +54,7 @@ func setupPodSide(netns, hostNS ns.NetNS, ifName string, conf *podConf) (hostIf,
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && created {
 		// The host end follows the pod end when it goes.
 		_ = netns.Do(func(ns.NetNS) error { return deleteLinkByName(ifName) })
 	}
