@@ -37,6 +37,13 @@ type ContainerIface struct {
 	Index int    `json:"ifindex"`
 	MAC   string `json:"mac"`
 	Kind  string `json:"kind"`
+	// Moved is true for a device that exists on its own and was moved into
+	// the pod (a physical NIC, an ENI, an SR-IOV VF, ...), as opposed to a
+	// virtual device created for the pod. Moved devices go back to the host.
+	Moved bool `json:"moved,omitempty"`
+	// HostName is a moved device's name on the host before it was moved in
+	// (the alias the main plugin left, as host-device does, else its name).
+	HostName string `json:"hostName,omitempty"`
 }
 
 // ErrGone means no link exists at the recorded ifindex any more.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/leakguard/leakguard/pkg/hostlink"
 	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/podroute"
 )
 
 // Schema is the version of the record format written by this build.
@@ -37,7 +38,28 @@ type Record struct {
 	HostLinks  []hostlink.Identity       `json:"hostLinks"`
 	Interfaces []hostlink.ContainerIface `json:"interfaces"`
 	IPs        []string                  `json:"ips"`
+
+	// Routing is the host routing state pointing at the pod IPs at ADD.
+	Routing podroute.State `json:"routing,omitempty"`
+	// Pin is the bind mount that keeps the netns reachable for rescue
+	// (pinNetns), nil when not pinned.
+	Pin *Pin `json:"pin,omitempty"`
+	// GSSProxyArmed is set once /proc/net/rpc/use-gss-proxy read 1 inside
+	// the netns: the kernel will never free it.
+	GSSProxyArmed bool `json:"gssProxyArmed,omitempty"`
+	// TombstonedAt is set on a tombstone: what is left of a record after a
+	// DEL that left the host side to the main plugin (netns alive then).
+	TombstonedAt *time.Time `json:"tombstonedAt,omitempty"`
 }
+
+// Pin is a bind mount of the pod netns made by leakguard at ADD.
+type Pin struct {
+	Path  string           `json:"path"`
+	Netns nsident.Identity `json:"netns"`
+}
+
+// IsTombstone reports whether r is a tombstone rather than a live record.
+func (r *Record) IsTombstone() bool { return r.TombstonedAt != nil }
 
 // Validate checks what every usable record must hold.
 func (r *Record) Validate() error {

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/leakguard/leakguard/pkg/record"
@@ -77,25 +75,29 @@ func (s *Store) quarantine(path, reason string) error {
 	return &DiscardedError{Path: path, Reason: reason, MovedTo: to}
 }
 
-// Save writes the record atomically: a temp file in the same directory,
-// fsync (unless on tmpfs), rename over the old one, fsync of the directory.
-// A crash at any point leaves either the old record or the new one, never a
-// partial file under the record's name. The caller must hold the lock.
+// Save writes the attachment's live record atomically. The caller must hold
+// the attachment's lock.
 func (s *Store) Save(r *record.Record) error {
+	return s.writeAtomic(s.recordPath(r.Key), r)
+}
+
+// writeAtomic writes a temp file in the same directory, fsyncs it (unless on
+// tmpfs), renames it over path and fsyncs the directory. A crash at any point
+// leaves either the old file or the new one, never a partial file at path.
+func (s *Store) writeAtomic(path string, r *record.Record) error {
 	r.Schema = record.Schema
 	r.BootID = s.bootID
-	b, err := json.MarshalIndent(r, "", "  ")
+	b, err := encode(r)
 	if err != nil {
-		return fmt.Errorf("encode record %s: %w", r.Key, err)
+		return err
 	}
-	path := s.recordPath(r.Key)
 	f, err := os.CreateTemp(s.dir, tmpPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("create temp record: %w", err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
@@ -135,21 +137,4 @@ func (s *Store) Remove(k record.Key) error {
 		return fmt.Errorf("remove record %s: %w", k, err)
 	}
 	return nil
-}
-
-// List returns the names of all record files (not temp, lock or quarantined
-// files), for tools that walk the store.
-func (s *Store) List() ([]string, error) {
-	ents, err := os.ReadDir(s.dir)
-	if err != nil {
-		return nil, fmt.Errorf("read state dir: %w", err)
-	}
-	var out []string
-	for _, e := range ents {
-		n := e.Name()
-		if e.Type().IsRegular() && strings.HasSuffix(n, recordExt) && !strings.HasPrefix(n, tmpPrefix) {
-			out = append(out, filepath.Join(s.dir, n))
-		}
-	}
-	return out, nil
 }

@@ -56,8 +56,8 @@ func TestFileNamesCannotEscape(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Fatalf("files appeared beside the state dir: %v", ents)
 	}
-	if files, _ := s.List(); len(files) != len(keys) {
-		t.Fatalf("List = %d files, want %d", len(files), len(keys))
+	if recs, _, _ := s.Entries(); len(recs) != len(keys) {
+		t.Fatalf("Entries = %d records, want %d", len(recs), len(keys))
 	}
 }
 
