@@ -31,7 +31,7 @@ for f in "$bin/leakguard" "$bin/test/nspin" "$cni_bin/cnitool" "$cni_bin/bridge"
 	[[ -x $f ]] || die "missing $f (run: make demo)"
 done
 
-tmp=$(mktemp -d "/tmp/$prefix.XXXXXX")
+tmp=$(mktemp -d "/tmp/$run_id.XXXXXX")
 netns_made=() # every netns this run created
 pins=()       # pids of nspin processes holding leaked pod netns
 cache_files=()
@@ -53,16 +53,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A run killed with SIGKILL cannot clean up: remove netns of demo runs whose
-# script is no longer alive.
+# A run killed with SIGKILL cannot clean up: remove the netns and temp dirs
+# of demo runs whose script is no longer alive (named $prefix-<pid>-...).
 sweep_stale() {
 	local n pid
-	for n in $(ip netns list | awk -v p="^$prefix-" '$1 ~ p {print $1}'); do
-		pid=${n#"$prefix"-}
-		pid=${pid%%-*}
-		if ! kill -0 "$pid" 2>/dev/null; then
-			ip netns del "$n" && echo "(removed stale netns $n from an interrupted run)"
+	for n in $(ip netns list | awk -v p="^$prefix-[0-9]+-" '$1 ~ p {print $1}') /tmp/"$prefix"-[0-9]*.*; do
+		[[ -e $n || -e /run/netns/$n ]] || continue
+		pid=${n#*"$prefix"-}
+		pid=${pid%%[!0-9]*}
+		kill -0 "$pid" 2>/dev/null && continue
+		if [[ $n == /tmp/* ]]; then
+			rm -rf "$n"
+		else
+			ip netns del "$n"
 		fi
+		echo "(removed $n, left by an interrupted run)"
 	done
 }
 
