@@ -69,6 +69,15 @@ sweep_stale() {
 		fi
 		echo "(removed $n, left by an interrupted run)"
 	done
+	# cnitool's cached results name the netns path, hence the run.
+	for n in "$cni_cache/$prefix"-*-cnitool-*; do
+		[[ -e $n ]] || continue
+		pid=$(grep -o "\"netns\":\"/run/netns/$prefix-[0-9]*-" "$n" | grep -o '[0-9]*-$' || true)
+		pid=${pid%-}
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			rm -f "$n" && echo "(removed $n, left by an interrupted run)"
+		fi
+	done
 }
 
 new_netns() {
