@@ -27,16 +27,23 @@ for f in "$bin/leakguard" "$bin/test/lgbench" "$cni_bin/bridge" "$cni_bin/host-l
 	[[ -x $f ]] || die "missing $f (run: make bench)"
 done
 
-# A run killed with SIGKILL cannot clean up: remove netns of bench runs whose
-# script is no longer alive.
-for n in $(ip netns list | awk -v p="^$prefix-[0-9]+$" '$1 ~ p {print $1}'); do
-	if ! kill -0 "${n#"$prefix"-}" 2>/dev/null; then
-		ip netns del "$n" && echo "(removed stale netns $n from an interrupted run)"
+# A run killed with SIGKILL cannot clean up: remove the netns and temp dir of
+# bench runs whose script is no longer alive (named $prefix-<pid>).
+for n in $(ip netns list | awk -v p="^$prefix-[0-9]+$" '$1 ~ p {print $1}') /tmp/"$prefix"-[0-9]*.*; do
+	[[ -e $n || -e /run/netns/$n ]] || continue
+	pid=${n#*"$prefix"-}
+	pid=${pid%%[!0-9]*}
+	kill -0 "$pid" 2>/dev/null && continue
+	if [[ $n == /tmp/* ]]; then
+		rm -rf "$n"
+	else
+		ip netns del "$n"
 	fi
+	echo "(removed $n, left by an interrupted run)"
 done
 
-tmp=$(mktemp -d "/tmp/$prefix.XXXXXX")
 outer="$prefix-$$"
+tmp=$(mktemp -d "/tmp/$outer.XXXXXX")
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	set +e

@@ -62,6 +62,8 @@ func main() {
 	flag.IntVar(&o.warmup, "warmup", 3, "unmeasured pods first, per chain and per node")
 	flag.StringVar(&o.stateFS, "state-fs", "tmpfs", "filesystem of the plugins' state dirs: tmpfs (as /run on a node) or disk (the work dir's)")
 	flag.Parse()
+	// Stop with bench.sh: its EXIT trap deletes the netns we run in.
+	_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0)
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "lgbench: %v\n", err)
 		os.Exit(1)
