@@ -224,6 +224,10 @@ func TestLateDelAfterRecreate(t *testing.T) {
 	if recs := e.records(old); len(recs) != 0 {
 		t.Errorf("record of the old sandbox survived its DEL: %v", recs)
 	}
+	// Same pod, same IP: the old sandbox's rules are the new one's now.
+	if rules, routes := e.podRulesAndRoutes(tkePodIP(fresh.i)); len(rules) != 2 || len(routes) != 1 {
+		t.Errorf("new sandbox: want its 2 rules and 1 route, got rules: %s; routes: %s", describe(rules), describe(routes))
+	}
 	if _, err := e.run("check", fresh); err != nil {
 		t.Errorf("CHECK of the new sandbox after the late DEL: %v", err)
 	}
