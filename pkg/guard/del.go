@@ -2,19 +2,21 @@ package guard
 
 import (
 	"errors"
-	"log/slog"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
-	"github.com/leakguard/leakguard/pkg/hostlink"
 	"github.com/leakguard/leakguard/pkg/nsident"
 	"github.com/leakguard/leakguard/pkg/store"
 )
 
 // Del removes the attachment's host side when its netns is gone, after
-// proving each link is the recorded one, then forgets the record. It runs
+// proving each object is the recorded one, then forgets the record. It runs
 // first in a chain's DEL: it fails only transiently (lock timeout, code 11),
 // never because something is missing, so the main plugin's DEL always runs.
+//
+// The steps: classify the netns (nsident) → load the record (store) →
+// verify and reap (reapGone) → forget, or keep a tombstone when the main
+// plugin still has the host side to clean.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	inv, err := p.start("DEL", args)
 	if err != nil {
@@ -56,11 +58,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	case nsident.Alive:
 		log.Info("netns alive: host side left to the main plugin")
+		p.tombstone(log, st, rec)
 	case nsident.Gone:
-		rec.HostLinks = reap(log, rec.HostLinks)
-		if len(rec.HostLinks) > 0 {
-			if err := st.Save(rec); err != nil {
-				log.Error("cannot keep record of links not reaped", "err", err)
+		if left := p.reapGone(log, st, rec); left != nil {
+			if err := st.Save(left); err != nil {
+				log.Error("cannot keep record of objects not reaped", "err", err)
 			}
 			return nil
 		}
@@ -71,28 +73,4 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	forgotten = true
 	return nil
-}
-
-// reap deletes every recorded link that is still provably the pod's and
-// returns those that failed for a reason other than identity (to retry
-// later). Links that are gone or no longer match are dropped: they are not
-// the pod's any more.
-func reap(log *slog.Logger, links []hostlink.Identity) []hostlink.Identity {
-	var failed []hostlink.Identity
-	for _, id := range links {
-		deleted, err := hostlink.Reap(id)
-		var mm *hostlink.MismatchError
-		switch {
-		case errors.As(err, &mm):
-			log.Warn("host link left alone: not the recorded one", "link", id.String(), "reason", mm.Error())
-		case err != nil:
-			log.Error("host link not reaped", "link", id.String(), "err", err)
-			failed = append(failed, id)
-		case deleted:
-			log.Info("reaped host link of gone netns", "link", id.String())
-		default:
-			log.Info("host link already gone", "link", id.String())
-		}
-	}
-	return failed
 }

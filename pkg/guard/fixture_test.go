@@ -60,6 +60,17 @@ func newFixtureWithHost(t *testing.T, hostName string) *fixture {
 	return f
 }
 
+// sibling is another pod on the same node, sharing the state dir.
+func (f *fixture) sibling() *fixture {
+	f.t.Helper()
+	g := *f
+	g.cid = fmt.Sprintf("ctr-%d", time.Now().UnixNano())
+	g.pod = nsutil.NewNS(f.t)
+	g.podPath = g.pod.Path()
+	g.hostVeth, g.contVeth = g.attach(g.pod, "")
+	return &g
+}
+
 // attach wires eth0 in pod to a host veth named hostName (random if empty).
 func (f *fixture) attach(pod ns.NetNS, hostName string) (host, cont net.Interface) {
 	f.t.Helper()

@@ -25,6 +25,16 @@ type Entry struct {
 // another boot are removed and corrupt ones moved aside, as Load does; each
 // such file is reported in problems, and walking goes on.
 func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
+	return s.entries(true)
+}
+
+// Tombstones loads only the tombstones, for the cheap sweep after a DEL.
+func (s *Store) Tombstones() ([]Entry, []error) {
+	_, t, problems := s.entries(false)
+	return t, problems
+}
+
+func (s *Store) entries(withRecords bool) (records, tombstones []Entry, problems []error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, nil, []error{fmt.Errorf("read state dir: %w", err)}
@@ -32,7 +42,7 @@ func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
 	for _, e := range ents {
 		n := e.Name()
 		isRec, isTomb := strings.HasSuffix(n, recordExt), strings.HasSuffix(n, tombExt)
-		if !e.Type().IsRegular() || strings.HasPrefix(n, tmpPrefix) || (!isRec && !isTomb) {
+		if !e.Type().IsRegular() || strings.HasPrefix(n, tmpPrefix) || (!isRec && !isTomb) || (isRec && !withRecords) {
 			continue
 		}
 		path := filepath.Join(s.dir, n)

@@ -1,0 +1,95 @@
+package guard
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/leakguard/leakguard/pkg/hostlink"
+	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/store"
+)
+
+// reapGone removes what a record says the attachment owns on the host, for
+// an attachment whose netns is gone (unreachable through the runtime's
+// path). Every object is verified first. It returns nil when nothing is left
+// to retry, else the record trimmed to what failed for a reason other than
+// identity (kept for a later DEL or GC).
+func (p *Plugin) reapGone(log *slog.Logger, st *store.Store, rec *record.Record) *record.Record {
+	rec.HostLinks = reapLinks(log, rec.HostLinks)
+	if len(rec.HostLinks) > 0 {
+		return rec
+	}
+	return nil
+}
+
+// reapLinks deletes every recorded link that is still provably the pod's and
+// returns those that failed for a reason other than identity (to retry
+// later). Links that are gone or no longer match are dropped: they are not
+// the pod's any more.
+func reapLinks(log *slog.Logger, links []hostlink.Identity) []hostlink.Identity {
+	var failed []hostlink.Identity
+	for _, id := range links {
+		deleted, err := hostlink.Reap(id)
+		var mm *hostlink.MismatchError
+		switch {
+		case errors.As(err, &mm):
+			log.Warn("host link left alone: not the recorded one", "link", id.String(), "reason", mm.Error())
+		case err != nil:
+			log.Error("host link not reaped", "link", id.String(), "err", err)
+			failed = append(failed, id)
+		case deleted:
+			log.Info("reaped host link of gone netns", "link", id.String())
+		default:
+			log.Debug("host link already gone", "link", id.String())
+		}
+	}
+	return failed
+}
+
+// tombstone keeps the host-link identities of an attachment whose DEL left
+// the host side to the main plugin, so that GC and the scan can still reap
+// them should the netns leak after all.
+func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record) {
+	if len(rec.HostLinks) == 0 {
+		return
+	}
+	path, err := st.SaveTombstone(rec)
+	defer sweepTombstones(log, st, path)
+	if err != nil {
+		log.Error("cannot keep tombstone", "err", err)
+		return
+	}
+	log.Debug("tombstone kept", "path", path)
+}
+
+// sweepTombstones drops tombstones whose links are all gone (the main
+// plugin cleaned up, or the kernel freed the netns). It keeps their number
+// near the number of DELs in flight, so it stays cheap. Tombstones with links
+// left are for GC and the scan, which can tell whether their netns leaked.
+func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
+	tombs, problems := st.Tombstones()
+	for _, err := range problems {
+		log.Warn("tombstone discarded", "reason", err)
+	}
+	for _, t := range tombs {
+		if t.Path == skip || linksRemain(t.Record.HostLinks) {
+			continue
+		}
+		if err := st.RemoveFile(t.Path); err != nil {
+			log.Warn("cannot drop tombstone", "path", t.Path, "err", err)
+		}
+	}
+}
+
+// linksRemain reports whether any recorded link still exists as recorded.
+func linksRemain(links []hostlink.Identity) bool {
+	for _, id := range links {
+		if _, err := hostlink.Verify(id); !errors.Is(err, hostlink.ErrGone) {
+			var mm *hostlink.MismatchError
+			if !errors.As(err, &mm) {
+				return true
+			}
+		}
+	}
+	return false
+}
