@@ -180,6 +180,9 @@ func TestLeakWithoutLeakguard(t *testing.T) {
 			if c.podOwnedRules {
 				rules, routes := e.podRulesAndRoutes(tkePodIP(a.i))
 				t.Logf("left behind without leakguard: veth %s; rules: %s; routes: %s", a.host.Attrs().Name, describe(rules), describe(routes))
+				if len(rules) != 2 || len(routes) != 1 {
+					t.Errorf("tke-eni's DEL without a netns path must do nothing at all")
+				}
 			} else {
 				t.Logf("left behind without leakguard: veth %s", a.host.Attrs().Name)
 			}
@@ -208,6 +211,9 @@ func TestLateDelAfterRecreate(t *testing.T) {
 	}
 	if fresh.host.Attrs().Index == old.host.Attrs().Index {
 		t.Fatalf("new sandbox reuses ifindex %d: cannot tell the veths apart", fresh.host.Attrs().Index)
+	}
+	if e.podHasEth0(old) {
+		t.Fatalf("tke-eni's ADD did not delete the stale host veth (the old sandbox's eth0 is alive)")
 	}
 	before := e.nodeLinks()
 
