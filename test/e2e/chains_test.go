@@ -44,8 +44,8 @@ func TestExampleConfs(t *testing.T) {
 }
 
 // TestRoundTrip: a normal pod lifecycle through each chain with leakguard, in
-// every spec version cnitool and the main plugins share: ADD wires the pod
-// and leakguard records it, CHECK passes (0.4.0+), DEL with the netns alive
+// every spec version cnitool and the main plugins share: STATUS passes
+// (1.1.0), ADD wires the pod and leakguard records it, CHECK passes (0.4.0+), DEL with the netns alive
 // removes the pod's veth and its record, and a repeated DEL succeeds.
 func TestRoundTrip(t *testing.T) {
 	for _, c := range chains {
@@ -53,6 +53,11 @@ func TestRoundTrip(t *testing.T) {
 			t.Run(c.name+"/"+v, func(t *testing.T) {
 				e := newEnv(t, c, v, true)
 				p := e.newPod(0)
+				if ok, _ := version.GreaterThanOrEqualTo(v, "1.1.0"); ok {
+					if _, err := e.run("status", p); err != nil {
+						t.Errorf("STATUS: %v", err)
+					}
+				}
 				e.add(p)
 				e.assertRecorded(p)
 				if ok, _ := version.GreaterThanOrEqualTo(v, "0.4.0"); ok {
