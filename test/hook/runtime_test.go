@@ -105,7 +105,9 @@ func TestRunc(t *testing.T) {
 			busyboxRootfs(t, b)
 			spec := runcSpec(t, b, tt.privileged)
 			logFile := filepath.Join(t.TempDir(), "hook.log")
-			h := []specs.Hook{{Path: hookBin, Args: []string{"leakguard-hook", "--config", writePolicy(t, `{"logFile":"`+logFile+`"}`)}}}
+			h := exampleHooks(t, "../../conf/runc/config-hooks.json")
+			h[0].Path = hookBin
+			h[0].Args = append(h[0].Args, "--config", writePolicy(t, `{"logFile":"`+logFile+`"}`))
 			spec.Hooks = &specs.Hooks{}
 			if tt.stage == "prestart" {
 				spec.Hooks.Prestart = h // deprecated by the spec, still used
