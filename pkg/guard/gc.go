@@ -1,17 +1,152 @@
 package guard
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
+
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/store"
 )
 
-// GC is accepted so that CNI 1.1.0 runtimes can call it; garbage collection
-// of stale records is not implemented yet, so it changes nothing.
+// Reachability answers whether a netns can still be reached from userspace
+// (a process or thread in it, an nsfs mount, an open nsfs fd), not counting
+// leakguard's own pins. A netns reachable by nothing that still has links
+// pointing into it has leaked.
+type Reachability interface {
+	Reachable(id nsident.Identity) bool
+}
+
+// GC (CNI 1.1.0) reaps, for this network, every record not in the runtime's
+// list of valid attachments as a DEL with the netns gone would, and drops
+// tombstones whose links are gone. Without a list (cnitool gc sends none)
+// nothing is presumed stale: only attachments whose netns is provably
+// orphaned (reachable by nothing, not at its recorded path) are reaped.
+// It goes on past errors and reports them all; each attachment is locked
+// while it is handled, so GC never races ADD or DEL of the same one.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	inv, err := p.start("GC", args)
 	if err != nil {
 		return err
 	}
 	defer inv.closeLog()
-	inv.log.Info("GC: nothing collected (not implemented in this version)")
+	st, err := store.Open(inv.conf.StateDir)
+	if err != nil {
+		return fmt.Errorf("open state dir %s: %w", inv.conf.StateDir, err)
+	}
+	valid, listed := inv.conf.GCList()
+	recs, tombs, problems := st.Entries()
+	for _, e := range problems {
+		inv.log.Warn("GC: state entry discarded", "reason", e)
+	}
+	reach := p.reachability(inv)
+
+	var errs []error
+	reaped := 0
+	for _, e := range recs {
+		r := e.Record
+		if r.Network != inv.conf.Name {
+			continue
+		}
+		if listed {
+			if valid[types.GCAttachment{ContainerID: r.ContainerID, IfName: r.IfName}] {
+				continue
+			}
+		} else if !orphaned(reach, r) {
+			continue
+		}
+		done, err := p.gcRecord(inv, st, r.Key)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if done {
+			reaped++
+		}
+	}
+	for _, e := range tombs {
+		if e.Record.Network == inv.conf.Name {
+			if err := p.gcTombstone(inv.log, st, e, reach); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	inv.log.Info("GC done", "listed", listed, "records", len(recs), "tombstones", len(tombs), "reaped", reaped, "errors", len(errs))
+	if len(errs) > 0 {
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("GC finished with %d errors", len(errs)), errors.Join(errs...).Error())
+	}
 	return nil
+}
+
+// reachability builds the reachability view, or nil when it is not
+// available (then nothing is judged orphaned).
+func (p *Plugin) reachability(inv *invocation) Reachability {
+	if p.Reach == nil {
+		return nil
+	}
+	r, err := p.Reach(inv.conf.PinDir)
+	if err != nil {
+		inv.log.Warn("netns reachability unknown: nothing judged orphaned", "err", err)
+		return nil
+	}
+	return r
+}
+
+// orphaned is true only when the record's netns is provably abandoned: it is
+// not at its recorded path and nothing in userspace reaches it.
+func orphaned(reach Reachability, r *record.Record) bool {
+	if reach == nil || reach.Reachable(r.Netns) {
+		return false
+	}
+	return nsident.Classify(r.NetnsPath, r.Netns).State == nsident.Gone
+}
+
+// gcRecord reaps one stale attachment under its lock.
+func (p *Plugin) gcRecord(inv *invocation, st *store.Store, k record.Key) (bool, error) {
+	log := inv.log.With("containerID", k.ContainerID, "ifname", k.IfName)
+	l, err := st.Lock(k, p.LockTimeout)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", k, err)
+	}
+	forgotten := false
+	defer func() { l.Release(forgotten) }()
+	r, err := st.Load(k) // it may have changed since the directory walk
+	if err != nil || r == nil {
+		return false, nil
+	}
+	log.Info("GC: reaping stale attachment")
+	if left := p.reapGone(log, st, r); left != nil {
+		if err := st.Save(left); err != nil {
+			return false, fmt.Errorf("%s: keep record of objects not reaped: %w", k, err)
+		}
+		return false, fmt.Errorf("%s: some host objects could not be reaped", k)
+	}
+	if err := st.Remove(k); err != nil {
+		return false, err
+	}
+	forgotten = true
+	return true, nil
+}
+
+// gcTombstone drops a tombstone whose links are gone, and reaps its links
+// when its netns leaked.
+func (p *Plugin) gcTombstone(log *slog.Logger, st *store.Store, e store.Entry, reach Reachability) error {
+	t := e.Record
+	if !linksRemain(t.HostLinks) {
+		return st.RemoveFile(e.Path)
+	}
+	if reach == nil || reach.Reachable(t.Netns) {
+		return nil // the main plugin can still clean it, or the pod lives on
+	}
+	log.Info("GC: reaping links of tombstone whose netns leaked", "containerID", t.ContainerID, "path", e.Path)
+	if t.HostLinks = reapLinks(log, t.HostLinks); len(t.HostLinks) > 0 {
+		if err := st.Rewrite(e.Path, t); err != nil {
+			return err
+		}
+		return fmt.Errorf("tombstone %s: some links could not be reaped", e.Path)
+	}
+	return st.RemoveFile(e.Path)
 }

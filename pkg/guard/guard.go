@@ -29,6 +29,9 @@ const DefaultLockTimeout = 10 * time.Second
 type Plugin struct {
 	LockTimeout time.Duration
 	Stderr      io.Writer
+	// Reach builds a view of which netns are reachable from userspace,
+	// ignoring pins under pinDir. Nil: GC without a list reaps nothing.
+	Reach func(pinDir string) (Reachability, error)
 }
 
 // New returns a Plugin with production settings.

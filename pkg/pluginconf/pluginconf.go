@@ -16,6 +16,7 @@ import (
 // Defaults for the optional fields.
 const (
 	DefaultStateDir = "/run/leakguard"
+	DefaultPinDir   = "/run/leakguard/netns"
 	DefaultLogLevel = "info"
 )
 
@@ -30,6 +31,29 @@ type Config struct {
 	LogFile string `json:"logFile"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel"`
+	// PinNetns bind-mounts the pod netns under PinDir at ADD so that DEL can
+	// still enter it when the runtime's path is gone (rescue). The pin keeps
+	// the netns alive until DEL or GC of the attachment.
+	PinNetns bool   `json:"pinNetns"`
+	PinDir   string `json:"pinDir"`
+
+	// LegacyAttachments is the GC list under the key older libcni versions
+	// also send (CNI spec 1.1.0 named it so by mistake).
+	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+}
+
+// GCList returns the attachments a GC call says are still valid, and
+// whether a list was given at all (an absent or null list is not an empty
+// one: without a list nothing may be presumed stale).
+func (c *Config) GCList() (valid map[types.GCAttachment]bool, given bool) {
+	if c.ValidAttachments == nil && c.LegacyAttachments == nil {
+		return nil, false
+	}
+	valid = map[types.GCAttachment]bool{}
+	for _, a := range append(c.ValidAttachments, c.LegacyAttachments...) {
+		valid[a] = true
+	}
+	return valid, true
 }
 
 // Parse decodes stdin into a Config with defaults applied and prevResult
@@ -46,6 +70,9 @@ func Parse(stdin []byte) (*Config, error) {
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
 	}
+	if c.PinDir == "" {
+		c.PinDir = DefaultPinDir
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -60,6 +87,10 @@ func (c *Config) validate() error {
 		return invalid("stateDir %q must be an absolute path below /", c.StateDir)
 	}
 	c.StateDir = filepath.Clean(c.StateDir)
+	if !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/" {
+		return invalid("pinDir %q must be an absolute path below /", c.PinDir)
+	}
+	c.PinDir = filepath.Clean(c.PinDir)
 	if c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
 		return invalid("logFile %q must be an absolute path", c.LogFile)
 	}
