@@ -97,8 +97,8 @@ remember_cache_file() { # net netns_path
 write_conflist() { # dir net with_leakguard
 	local dir=$1 net=$2 guard=$3 extra=""
 	if [[ $guard == yes ]]; then
-		extra=$(printf ',\n    { "type": "leakguard", "stateDir": "%s", "logFile": "%s", "logLevel": "info" }' \
-			"$dir/leakguard-state" "$dir/leakguard.log")
+		extra=$(printf ',\n    { "type": "leakguard", "stateDir": "%s", "pinDir": "%s",\n      "logFile": "%s", "logLevel": "info" }' \
+			"$dir/leakguard-state" "$dir/leakguard-pins" "$dir/leakguard.log")
 	fi
 	mkdir -p "$dir/net.d"
 	cat >"$dir/net.d/10-$net.conflist" <<EOF

@@ -186,7 +186,8 @@ func newChains(o options, bridge, subnet, tag string) (guarded, tuned, onDisk ch
 		}}
 	}
 	lg := func(stateDir string) plugin {
-		return plugin{o.leakguard, map[string]any{"type": "leakguard", "stateDir": stateDir, "logLevel": "info"}}
+		return plugin{o.leakguard, map[string]any{"type": "leakguard", "stateDir": stateDir,
+			"pinDir": stateDir + "-pins", "logLevel": "info"}}
 	}
 	tu := plugin{filepath.Join(o.cniBin, "tuning"), map[string]any{
 		"type": "tuning", "dataDir": filepath.Join(o.stateDir, "tuning-"+tag),
