@@ -1,0 +1,98 @@
+package leakscan
+
+import (
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/leakguard/leakguard/pkg/hostlink"
+	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/store"
+)
+
+// StateEntry is one record or tombstone of the state dir, as listed by
+// `leakguardctl records`. Its JSON names are stable.
+type StateEntry struct {
+	// Kind is "record" or "tombstone".
+	Kind          string              `json:"kind"`
+	Network       string              `json:"network"`
+	ContainerID   string              `json:"containerID"`
+	IfName        string              `json:"ifName"`
+	File          string              `json:"file"`
+	Created       time.Time           `json:"created"`
+	TombstonedAt  *time.Time          `json:"tombstonedAt,omitempty"`
+	Netns         nsident.Identity    `json:"netns"`
+	NetnsPath     string              `json:"netnsPath"`
+	HostLinks     []hostlink.Identity `json:"hostLinks"`
+	IPs           []string            `json:"ips"`
+	GSSProxyArmed bool                `json:"gssProxyArmed"`
+	Pin           *PinState           `json:"pin,omitempty"`
+}
+
+// PinState is a record's netns pin and whether it still holds the recorded
+// netns.
+type PinState struct {
+	Path string `json:"path"`
+	// State is nsident's verdict on the pin path against the recorded
+	// netns: "alive" (the pin holds it), "gone" or "unknown".
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+}
+
+// StateReport lists the state dir.
+type StateReport struct {
+	Dir      string       `json:"stateDir"`
+	Entries  []StateEntry `json:"entries"`
+	Warnings []string     `json:"warnings,omitempty"`
+}
+
+// ListState reads every record and tombstone of st (nil: an empty report).
+func ListState(st *store.Store) *StateReport {
+	rep := &StateReport{Entries: []StateEntry{}}
+	if st == nil {
+		return rep
+	}
+	rep.Dir = st.Dir()
+	recs, tombs, problems := st.Entries()
+	for _, p := range problems {
+		var d *store.DiscardedError
+		if errors.As(p, &d) && d.MovedTo == "" {
+			continue
+		}
+		rep.Warnings = append(rep.Warnings, p.Error())
+	}
+	add := func(kind string, es []store.Entry) {
+		for _, e := range es {
+			r := e.Record
+			se := StateEntry{
+				Kind: kind, Network: r.Network, ContainerID: r.ContainerID, IfName: r.IfName, File: e.Path,
+				Created: r.Created, TombstonedAt: r.TombstonedAt, Netns: r.Netns, NetnsPath: r.NetnsPath,
+				HostLinks: r.HostLinks, IPs: r.IPs, GSSProxyArmed: r.GSSProxyArmed,
+			}
+			if se.HostLinks == nil {
+				se.HostLinks = []hostlink.Identity{}
+			}
+			if se.IPs == nil {
+				se.IPs = []string{}
+			}
+			if r.Pin != nil {
+				v := nsident.Classify(r.Pin.Path, r.Pin.Netns)
+				se.Pin = &PinState{Path: r.Pin.Path, State: v.State.String(), Reason: v.Reason}
+			}
+			rep.Entries = append(rep.Entries, se)
+		}
+	}
+	add("record", recs)
+	add("tombstone", tombs)
+	sort.SliceStable(rep.Entries, func(i, j int) bool {
+		a, b := rep.Entries[i], rep.Entries[j]
+		if a.Network != b.Network {
+			return a.Network < b.Network
+		}
+		if a.ContainerID != b.ContainerID {
+			return a.ContainerID < b.ContainerID
+		}
+		return a.IfName < b.IfName
+	})
+	return rep
+}

@@ -1,0 +1,68 @@
+package nsreach
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/leakguard/leakguard/pkg/nsident"
+)
+
+// NSIDs returns, for every netns of set that the current netns (the host)
+// has an nsid for, that nsid. It must run on a thread in the host netns.
+//
+// The kernel assigns an nsid on demand only, e.g. when a link in the host
+// points into the netns (IFLA_LINK_NETNSID); this lookup never assigns one.
+// So a reachable netns without an nsid has no host link pointing into it and
+// is simply absent from the result. A netns whose reference vanished between
+// the walk and this call is skipped as well.
+func NSIDs(set Set) (map[int]nsident.Identity, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	defer h.Close()
+	out := make(map[int]nsident.Identity, len(set))
+	for _, ref := range set {
+		id, nsid, err := nsidOf(h, ref.Path)
+		if err != nil {
+			return nil, err
+		}
+		// The path may now lead elsewhere (a reused pid, a remounted
+		// path): what counts is the namespace actually opened.
+		if nsid >= 0 && !id.IsZero() {
+			out[nsid] = id
+		}
+	}
+	return out, nil
+}
+
+func nsidOf(h *netlink.Handle, path string) (nsident.Identity, int, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if vanished(err) {
+		return nsident.Identity{}, -1, nil
+	}
+	if err != nil {
+		return nsident.Identity{}, -1, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer f.Close()
+	id, err := nsident.OfFd(f.Fd())
+	if errors.Is(err, nsident.ErrNotNetns) {
+		return nsident.Identity{}, -1, nil
+	}
+	if err != nil {
+		return nsident.Identity{}, -1, fmt.Errorf("identify netns %s: %w", path, err)
+	}
+	// A reused fd number may now hold another kind of namespace.
+	if t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
+		return nsident.Identity{}, -1, nil
+	}
+	nsid, err := h.GetNetNsIdByFd(int(f.Fd()))
+	if err != nil {
+		return nsident.Identity{}, -1, fmt.Errorf("get nsid of netns %s: %w", path, err)
+	}
+	return id, nsid, nil
+}

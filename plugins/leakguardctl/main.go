@@ -1,0 +1,211 @@
+// Command leakguardctl is the operator's view of leaked network namespaces
+// on a node.
+//
+//	leakguardctl scan    [--state-dir DIR] [--pin-dir DIR] [--json] [--prometheus FILE] [--recheck D]
+//	leakguardctl reap    [--state-dir DIR] [--pin-dir DIR] [--all-orphans] [--dry-run] [--json] [--recheck D]
+//	leakguardctl records [--state-dir DIR] [--json]
+//
+// Exit codes: 0 success, 1 error, 2 usage.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/leakguard/leakguard/pkg/leakscan"
+	"github.com/leakguard/leakguard/pkg/pluginconf"
+	"github.com/leakguard/leakguard/pkg/report"
+	"github.com/leakguard/leakguard/pkg/store"
+)
+
+const usage = `usage: leakguardctl <command> [flags]
+
+commands:
+  scan     list host links whose peer network namespace is leaked (reachable
+           by no process, thread, nsfs mount or nsfs fd)
+  reap     delete the leaked host links that scan finds (by default only those
+           a leakguard record or tombstone owns)
+  records  list leakguard's records, tombstones and netns pins
+
+Run "leakguardctl <command> -h" for the command's flags.
+`
+
+// errUsage marks errors that exit with code 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "leakguardctl: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmds := map[string]func([]string, io.Writer, io.Writer) error{"scan": scan, "reap": reap, "records": records}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		fmt.Fprintf(stderr, "leakguardctl: unknown command %q\n%s", args[0], usage)
+		return errUsage
+	}
+	return cmd(args[1:], stdout, stderr)
+}
+
+// common are the flags scan and reap share.
+type common struct {
+	stateDir, pinDir string
+	json             bool
+	recheck          time.Duration
+}
+
+func newFlags(name string, stderr io.Writer, c *common) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.stateDir, "state-dir", pluginconf.DefaultStateDir, "leakguard's state dir (records and tombstones)")
+	fs.BoolVar(&c.json, "json", false, "print JSON (stable field names) instead of a table")
+	return fs
+}
+
+func scanFlags(fs *flag.FlagSet, c *common) {
+	fs.StringVar(&c.pinDir, "pin-dir", pluginconf.DefaultPinDir, `leakguard's netns pin dir: pins there do not make a netns reachable ("" to count them)`)
+	fs.DurationVar(&c.recheck, "recheck", leakscan.DefaultRecheck, "delay before candidates are checked again (netns teardown is async)")
+}
+
+// parse parses args; -h exits 0, bad flags or extra arguments exit 2.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return errUsage
+	}
+	return nil
+}
+
+var errHelp = errors.New("help")
+
+func helpOK(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func (c *common) scan() (*leakscan.Report, *store.Store, error) {
+	st, err := leakscan.OpenStoreIfExists(c.stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := leakscan.Options{Store: st, Recheck: c.recheck}
+	if c.pinDir != "" {
+		opts.IgnoreMountsUnder = []string{c.pinDir}
+	}
+	if c.recheck == 0 {
+		opts.Recheck = -1
+	}
+	rep, err := leakscan.Scan(opts)
+	return rep, st, err
+}
+
+func scan(args []string, stdout, stderr io.Writer) error {
+	var c common
+	var prom string
+	fs := newFlags("scan", stderr, &c)
+	scanFlags(fs, &c)
+	fs.StringVar(&prom, "prometheus", "", "also write node_exporter textfile metrics to FILE (atomically)")
+	if err := parse(fs, args); err != nil {
+		return helpOK(err)
+	}
+	rep, _, err := c.scan()
+	if err != nil {
+		if prom != "" {
+			_ = report.WriteFileAtomic(prom, report.PrometheusFailure(time.Now()))
+		}
+		return err
+	}
+	if prom != "" {
+		if err := report.WriteFileAtomic(prom, report.Prometheus(rep)); err != nil {
+			return err
+		}
+	}
+	if c.json {
+		return report.JSON(stdout, rep)
+	}
+	return report.ScanTable(stdout, rep)
+}
+
+// reapOutput is reap's JSON output.
+type reapOutput struct {
+	DryRun  bool                  `json:"dryRun"`
+	Results []leakscan.ReapResult `json:"results"`
+	Errors  []string              `json:"errors,omitempty"`
+}
+
+func reap(args []string, stdout, stderr io.Writer) error {
+	var c common
+	var opts leakscan.ReapOptions
+	fs := newFlags("reap", stderr, &c)
+	scanFlags(fs, &c)
+	fs.BoolVar(&opts.AllOrphans, "all-orphans", false, "also delete leaked host links that no leakguard record or tombstone owns")
+	fs.BoolVar(&opts.DryRun, "dry-run", false, "print what would be deleted, delete nothing")
+	if err := parse(fs, args); err != nil {
+		return helpOK(err)
+	}
+	rep, st, err := c.scan()
+	if err != nil {
+		return err
+	}
+	opts.Store = st
+	res, reapErr := leakscan.Reap(rep.Leaks, opts)
+	if c.json {
+		out := reapOutput{DryRun: opts.DryRun, Results: res}
+		if reapErr != nil {
+			out.Errors = []string{reapErr.Error()}
+		}
+		if err := report.JSON(stdout, out); err != nil {
+			return err
+		}
+	} else if err := report.ReapTable(stdout, res); err != nil {
+		return err
+	}
+	return reapErr
+}
+
+func records(args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlags("records", stderr, &c)
+	if err := parse(fs, args); err != nil {
+		return helpOK(err)
+	}
+	st, err := leakscan.OpenStoreIfExists(c.stateDir)
+	if err != nil {
+		return err
+	}
+	s := leakscan.ListState(st)
+	if s.Dir == "" {
+		s.Dir = c.stateDir
+	}
+	if c.json {
+		return report.JSON(stdout, s)
+	}
+	return report.StateTable(stdout, s)
+}
