@@ -62,12 +62,16 @@ func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record
 	log.Debug("tombstone kept", "path", path)
 }
 
+// sweepMax bounds the tombstones one DEL looks at: normally only the previous
+// DELs' tombstones exist, and their links are gone by now.
+const sweepMax = 8
+
 // sweepTombstones drops tombstones whose links are all gone (the main
 // plugin cleaned up, or the kernel freed the netns). It keeps their number
 // near the number of DELs in flight, so it stays cheap. Tombstones with links
 // left are for GC and the scan, which can tell whether their netns leaked.
 func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
-	tombs, problems := st.Tombstones()
+	tombs, problems := st.OldestTombstones(sweepMax)
 	for _, err := range problems {
 		log.Warn("tombstone discarded", "reason", err)
 	}

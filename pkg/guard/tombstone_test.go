@@ -16,7 +16,7 @@ func TestDelAliveKeepsTombstoneUntilLinksGone(t *testing.T) {
 	if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
 		t.Fatal(err)
 	}
-	tombs, _ := filepath.Glob(filepath.Join(f.stateDir, "*.tomb"))
+	tombs, _ := filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb"))
 	if len(tombs) != 1 {
 		t.Fatalf("want one tombstone, got %v", tombs)
 	}
@@ -28,7 +28,7 @@ func TestDelAliveKeepsTombstoneUntilLinksGone(t *testing.T) {
 	if err := g.del(g.podPath, "1.0.0", g.prevResult()); err != nil {
 		t.Fatal(err)
 	}
-	if tombs, _ = filepath.Glob(filepath.Join(f.stateDir, "*.tomb")); len(tombs) != 2 {
+	if tombs, _ = filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb")); len(tombs) != 2 {
 		t.Fatalf("want two tombstones, got %v", tombs)
 	}
 
@@ -45,7 +45,7 @@ func TestDelAliveKeepsTombstoneUntilLinksGone(t *testing.T) {
 	if err := h.del(h.podPath, "1.0.0", h.prevResult()); err != nil {
 		t.Fatal(err)
 	}
-	if tombs, _ = filepath.Glob(filepath.Join(f.stateDir, "*.tomb")); len(tombs) != 2 {
+	if tombs, _ = filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb")); len(tombs) != 2 {
 		t.Fatalf("first tombstone should be swept, second and third kept: %v", tombs)
 	}
 }

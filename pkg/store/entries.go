@@ -6,14 +6,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/leakguard/leakguard/pkg/record"
 )
 
-const tombExt = ".tomb"
+const (
+	tombDir = "tombstones"
+	tombExt = ".tomb"
+)
 
 // Entry is one record or tombstone file with its decoded content.
 type Entry struct {
@@ -25,46 +27,47 @@ type Entry struct {
 // another boot are removed and corrupt ones moved aside, as Load does; each
 // such file is reported in problems, and walking goes on.
 func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
-	return s.entries(true)
+	records, problems = s.load(s.dir, recordExt, false, 0)
+	tombstones, p := s.load(filepath.Join(s.dir, tombDir), tombExt, true, 0)
+	return records, tombstones, append(problems, p...)
 }
 
-// Tombstones loads only the tombstones, for the cheap sweep after a DEL.
-func (s *Store) Tombstones() ([]Entry, []error) {
-	_, t, problems := s.entries(false)
-	return t, problems
+// OldestTombstones loads at most max tombstones, oldest first (their names
+// start with their creation time). DEL uses it for a sweep whose cost does
+// not grow with the number of tombstones.
+func (s *Store) OldestTombstones(max int) ([]Entry, []error) {
+	return s.load(filepath.Join(s.dir, tombDir), tombExt, true, max)
 }
 
-func (s *Store) entries(withRecords bool) (records, tombstones []Entry, problems []error) {
-	ents, err := os.ReadDir(s.dir)
+func (s *Store) load(dir, ext string, tomb bool, max int) (out []Entry, problems []error) {
+	ents, err := os.ReadDir(dir) // sorted by name
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, nil, []error{fmt.Errorf("read state dir: %w", err)}
+		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
 	}
 	for _, e := range ents {
 		n := e.Name()
-		isRec, isTomb := strings.HasSuffix(n, recordExt), strings.HasSuffix(n, tombExt)
-		if !e.Type().IsRegular() || strings.HasPrefix(n, tmpPrefix) || (!isRec && !isTomb) || (isRec && !withRecords) {
+		if !e.Type().IsRegular() || strings.HasPrefix(n, tmpPrefix) || !strings.HasSuffix(n, ext) {
 			continue
 		}
-		path := filepath.Join(s.dir, n)
+		path := filepath.Join(dir, n)
 		r, err := s.loadFile(path)
-		if err != nil {
+		switch {
+		case err != nil:
 			problems = append(problems, err)
-			continue
+		case r == nil: // vanished meanwhile
+		case r.IsTombstone() != tomb:
+			problems = append(problems, s.quarantine(path, "tombstone flag does not match the file's place"))
+		default:
+			out = append(out, Entry{path, r})
 		}
-		if r == nil {
-			continue // vanished meanwhile
-		}
-		if isTomb != r.IsTombstone() {
-			problems = append(problems, s.quarantine(path, "tombstone flag does not match file name"))
-			continue
-		}
-		if isTomb {
-			tombstones = append(tombstones, Entry{path, r})
-		} else {
-			records = append(records, Entry{path, r})
+		if max > 0 && len(out)+len(problems) >= max {
+			break
 		}
 	}
-	return records, tombstones, problems
+	return out, problems
 }
 
 // loadFile decodes one file, discarding it if it is bad or of another boot.
@@ -89,21 +92,27 @@ func (s *Store) loadFile(path string) (*record.Record, error) {
 	return r, nil
 }
 
-// SaveTombstone writes r as a new tombstone file beside the records. Several
-// tombstones of one key may exist (one per sandbox that used it).
+// SaveTombstone writes r as a new tombstone, named by creation time first so
+// that listing order is age order. Several tombstones of one key may exist
+// (one per sandbox that used it).
 func (s *Store) SaveTombstone(r *record.Record) (string, error) {
+	dir := filepath.Join(s.dir, tombDir)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("create tombstone dir: %w", err)
+	}
 	now := time.Now().UTC()
 	t := *r
 	t.TombstonedAt = &now
 	t.Pin = nil
-	path := filepath.Join(s.dir, baseName(r.Key)+"."+strconv.FormatInt(now.UnixNano(), 10)+tombExt)
+	name := fmt.Sprintf("%020d-%s%s", now.UnixNano(), baseName(r.Key), tombExt)
+	path := filepath.Join(dir, name)
 	return path, s.writeAtomic(path, &t)
 }
 
 // Rewrite replaces the file at path (a record or a tombstone listed by
 // Entries) with r.
 func (s *Store) Rewrite(path string, r *record.Record) error {
-	if filepath.Dir(path) != s.dir {
+	if !s.owns(path) {
 		return fmt.Errorf("%s is not in the state dir", path)
 	}
 	return s.writeAtomic(path, r)
@@ -111,13 +120,18 @@ func (s *Store) Rewrite(path string, r *record.Record) error {
 
 // RemoveFile removes a record or tombstone listed by Entries.
 func (s *Store) RemoveFile(path string) error {
-	if filepath.Dir(path) != s.dir {
+	if !s.owns(path) {
 		return fmt.Errorf("%s is not in the state dir", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", path, err)
 	}
 	return nil
+}
+
+func (s *Store) owns(path string) bool {
+	d := filepath.Dir(path)
+	return d == s.dir || d == filepath.Join(s.dir, tombDir)
 }
 
 func encode(r *record.Record) ([]byte, error) {
@@ -127,3 +141,4 @@ func encode(r *record.Record) ([]byte, error) {
 	}
 	return append(b, '\n'), nil
 }
+

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"strconv"
 	"time"
@@ -96,7 +97,12 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 		return fmt.Errorf("create temp record: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
+	renamed := false
+	defer func() {
+		if !renamed {
+			_ = unix.Unlink(tmp)
+		}
+	}()
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", tmp, err)
@@ -113,6 +119,7 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename record into place: %w", err)
 	}
+	renamed = true
 	if !s.tmpfs {
 		return syncDir(s.dir)
 	}

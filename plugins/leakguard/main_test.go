@@ -142,15 +142,21 @@ func TestConcurrentAddDel64(t *testing.T) {
 	// Live pods' host sides are the main plugin's job: they leave
 	// tombstones (for GC and the scan), and nothing else remains.
 	ents, _ := os.ReadDir(state)
+	for _, e := range ents {
+		if e.Name() != "tombstones" {
+			t.Errorf("unexpected file left in state dir: %s", e.Name())
+		}
+	}
+	ents, _ = os.ReadDir(filepath.Join(state, "tombstones"))
 	tombs := 0
 	for _, e := range ents {
 		if !strings.HasSuffix(e.Name(), ".tomb") {
-			t.Errorf("unexpected file left in state dir: %s", e.Name())
+			t.Errorf("unexpected file left in tombstone dir: %s", e.Name())
 			continue
 		}
 		tombs++
 		var r record.Record
-		b, _ := os.ReadFile(filepath.Join(state, e.Name()))
+		b, _ := os.ReadFile(filepath.Join(state, "tombstones", e.Name()))
 		if err := json.Unmarshal(b, &r); err != nil || !r.IsTombstone() || len(r.HostLinks) != 1 {
 			t.Errorf("bad tombstone %s: %v %s", e.Name(), err, b)
 		}
