@@ -2,7 +2,13 @@ package podroute
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 )
 
 // A node with the pod's rules and routes among look-alikes that must not be
@@ -14,7 +20,7 @@ func TestSnapshotRecordsExactlyThePodState(t *testing.T) {
 	n.addRule(1536, "10.77.0.5/32", "", 100)
 	n.addRule(1600, "10.77.0.5/32", "10.0.0.0/8", 101)
 	n.addRule(1536, "10.77.0.6/32", "", 100) // another pod
-	n.addRule(1700, "10.77.0.0/24", "", 100) // contains the IP, not a host prefix
+	n.addRule(1700, "10.77.0.5/24", "", 100) // the IP, but not as a host prefix
 	n.addRule(1800, "", "10.77.0.4/31", 254) // likewise
 	n.addRoute("10.77.0.5/32", "br0", 254)
 	n.addRoute("10.77.0.5/32", "br0", 100)
@@ -41,6 +47,30 @@ func TestSnapshotRecordsExactlyThePodState(t *testing.T) {
 
 	if st := n.snapshot("10.77.0.9/32"); !st.Empty() {
 		t.Errorf("an IP nothing refers to got %+v", st)
+	}
+	// Routes that belong to an address, not to a plugin: a peer address's
+	// kernel route and a local address's route in the local table.
+	n.do(func() error {
+		br, err := netlinksafe.LinkByName("br0")
+		if err != nil {
+			return err
+		}
+		peer := &netlink.Addr{IPNet: mustCIDR("10.66.0.1/32"), Peer: mustCIDR("10.77.0.8/32")}
+		if err := netlink.AddrAdd(br, peer); err != nil {
+			return fmt.Errorf("add peer address: %w", err)
+		}
+		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: mustCIDR("10.77.0.9/32")}); err != nil {
+			return fmt.Errorf("add address: %w", err)
+		}
+		local := &netlink.Route{LinkIndex: br.Attrs().Index, Dst: mustCIDR("10.77.0.10/32"),
+			Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST}
+		return netlink.RouteAdd(local)
+	})
+	if r := n.liveRoutes("10.77.0.8/32"); len(r) != 1 {
+		t.Fatalf("no kernel route to the peer: %q", r)
+	}
+	if st := n.snapshot("10.77.0.8/32", "10.77.0.9/32", "10.77.0.10/32"); !st.Empty() {
+		t.Errorf("address routes recorded: %+v", st)
 	}
 	var err error
 	n.do(func() error { _, err = Snapshot([]string{"10.77.0.5/32", "not-an-ip"}); return nil })
