@@ -137,12 +137,18 @@ func (w *walker) tolerable(pid int, err error) bool {
 	return false
 }
 
+// cleanDirs resolves symlinks (/var/run -> /run) so that the dirs compare
+// with mountinfo's resolved mount points.
 func cleanDirs(dirs []string) []string {
 	var out []string
 	for _, d := range dirs {
-		if d != "" {
-			out = append(out, filepath.Clean(d))
+		if d == "" {
+			continue
 		}
+		if r, err := filepath.EvalSymlinks(d); err == nil {
+			d = r
+		}
+		out = append(out, filepath.Clean(d))
 	}
 	return out
 }
@@ -286,7 +292,10 @@ func netnsIno(s string) (uint64, bool) {
 	return ino, err == nil
 }
 
-// fds records the netns behind every open nsfs fd of pid.
+// fds records the netns behind every open nsfs fd of pid. An fd opened on
+// a netns name reads as "net:[ino]"; one opened through a bind mount reads
+// as that mount's path (or "/" once the mount is detached), so path-like
+// targets are checked by their device too.
 func (w *walker) fds(pid int) error {
 	dir := filepath.Join(w.proc, strconv.Itoa(pid), "fd")
 	ents, err := os.ReadDir(dir)
@@ -305,19 +314,51 @@ func (w *walker) fds(pid int) error {
 		if err != nil {
 			return fmt.Errorf("read fd link %s: %w", path, err)
 		}
-		if _, ok := netnsIno(target); !ok {
-			continue
+		_, named := netnsIno(target)
+		if !named && !strings.HasPrefix(target, "/") {
+			continue // socket:[..], pipe:[..], anon_inode:..., other namespaces
 		}
-		id, err := statNS(path)
+		id, isNetns, err := w.fdNetns(path, named)
 		if err != nil && w.tolerable(pid, err) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("netns of fd %s: %w", path, err)
 		}
-		w.add(id, Ref{Via: ViaFd, Path: path, PID: pid})
+		if isNetns {
+			w.add(id, Ref{Via: ViaFd, Path: path, PID: pid})
+		}
 	}
 	return nil
+}
+
+// fdNetns identifies the file behind an fd link and says whether it is a
+// netns. named means the link already read "net:[ino]".
+func (w *walker) fdNetns(path string, named bool) (nsident.Identity, bool, error) {
+	var stx unix.Statx_t
+	// DONT_SYNC: a regular file on NFS or FUSE is answered from cache,
+	// never by a server that might hang.
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_DONT_SYNC, unix.STATX_INO, &stx); err != nil {
+		return nsident.Identity{}, false, &os.PathError{Op: "statx", Path: path, Err: err}
+	}
+	id := nsident.Identity{Dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), Ino: stx.Ino}
+	if id.Dev != w.nsfsDev {
+		return id, false, nil
+	}
+	if named {
+		return id, true, nil
+	}
+	// An nsfs file reached through a path: which kind of namespace?
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return id, false, err
+	}
+	defer f.Close()
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	if err != nil {
+		return id, false, fmt.Errorf("namespace type of %s: %w", path, err)
+	}
+	return id, t == unix.CLONE_NEWNET, nil
 }
 
 // Reachable reports whether id is in the set.
