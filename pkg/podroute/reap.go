@@ -30,44 +30,55 @@ type Report struct {
 //
 // Reap continues past errors and returns them joined.
 func Reap(recorded State, claimed func(ip string) bool) (Report, error) {
-	var rep Report
-	if recorded.Empty() {
-		return rep, nil
-	}
+	reps, err := ReapMany([]State{recorded}, claimed)
+	return reps[0], err
+}
+
+// ReapMany is Reap over the states of several attachments (GC) with one dump
+// of the rules and routes per family for all of them. reports[i] belongs to
+// recorded[i]. If the dump fails nothing is touched and the reports are
+// empty.
+func ReapMany(recorded []State, claimed func(ip string) bool) (reports []Report, err error) {
+	reports = make([]Report, len(recorded))
 	if claimed == nil {
 		claimed = func(string) bool { return false }
 	}
-	live, err := listLive(recorded)
+	var all State
+	for _, st := range recorded {
+		all.Rules = append(all.Rules, st.Rules...)
+		all.Routes = append(all.Routes, st.Routes...)
+	}
+	if all.Empty() {
+		return reports, nil
+	}
+	live, err := listLive(all)
 	if err != nil {
-		return rep, err
+		return reports, err
 	}
 	var errs []error
-	for i, r := range recorded.Routes {
-		if has(recorded.Routes[:i], r, sameRoute) {
-			continue
+	for i, st := range recorded {
+		rep := &reports[i]
+		for _, r := range st.Routes {
+			errs = append(errs, live.reapRoute(r, claimed, rep))
 		}
-		if err := reapRoute(r, live, claimed, &rep); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for i, r := range recorded.Rules {
-		if has(recorded.Rules[:i], r, sameRule) {
-			continue
-		}
-		if err := reapRule(r, recorded, live, claimed, &rep); err != nil {
-			errs = append(errs, err)
+		for _, r := range st.Rules {
+			errs = append(errs, live.reapRule(r, st, claimed, rep))
 		}
 	}
-	return rep, errors.Join(errs...)
+	return reports, errors.Join(errs...)
 }
 
-// liveState is the current routing state of the families Reap deals with.
+// liveState is the current routing state of the families being reaped,
+// rules indexed by selector and routes by destination; objects leave it as
+// they are deleted.
 type liveState struct {
-	rules  []Rule
-	routes []Route
+	rules  map[string][]Rule
+	routes map[string][]Route
 }
 
-func listLive(recorded State) (liveState, error) {
+func selector(r Rule) string { return fmt.Sprintf("%d %s %s", r.Family, r.Src, r.Dst) }
+
+func listLive(recorded State) (*liveState, error) {
 	var fams [2]bool // v4, v6
 	for _, r := range recorded.Rules {
 		fams[famIdx(r.Family)] = true
@@ -75,7 +86,18 @@ func listLive(recorded State) (liveState, error) {
 	for _, r := range recorded.Routes {
 		fams[famIdx(r.Family)] = true
 	}
-	var live liveState
+	// Only routes to a recorded pod IP can match a record or show the IP
+	// in use: resolve device names for those alone.
+	dsts := map[string]bool{}
+	for _, r := range recorded.Routes {
+		dsts[r.Dst] = true
+	}
+	for _, r := range recorded.Rules {
+		if a, err := netip.ParseAddr(r.PodIP); err == nil {
+			dsts[netip.PrefixFrom(a, a.BitLen()).String()] = true
+		}
+	}
+	live := &liveState{rules: map[string][]Rule{}, routes: map[string][]Route{}}
 	links := linkNames{}
 	for i, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		if !fams[i] {
@@ -86,16 +108,16 @@ func listLive(recorded State) (liveState, error) {
 			return live, err
 		}
 		for _, nr := range rules {
-			live.rules = append(live.rules, ruleFromNetlink(nr))
+			r := ruleFromNetlink(nr)
+			live.rules[selector(r)] = append(live.rules[selector(r)], r)
 		}
 		routes, err := listRoutes(family)
 		if err != nil {
 			return live, err
 		}
 		for _, nr := range routes {
-			// Only host routes can match a record or show an IP in use.
-			if _, ok := hostAddr(nr.Dst); ok && len(nr.MultiPath) == 0 {
-				live.routes = append(live.routes, routeFromNetlink(nr, links.name(nr.LinkIndex)))
+			if dst := ipNetString(nr.Dst); dsts[dst] && len(nr.MultiPath) == 0 {
+				live.routes[dst] = append(live.routes[dst], routeFromNetlink(nr, links.name(nr.LinkIndex)))
 			}
 		}
 	}
@@ -109,10 +131,10 @@ func famIdx(family int) int {
 	return 0
 }
 
-func reapRoute(r Route, live liveState, claimed func(string) bool, rep *Report) error {
-	if !has(live.routes, r, sameRoute) {
-		for _, l := range live.routes {
-			if l.Dst == r.Dst && l.Table == r.Table {
+func (live *liveState) reapRoute(r Route, claimed func(string) bool, rep *Report) error {
+	if !has(live.routes[r.Dst], r, sameRoute) {
+		for _, l := range live.routes[r.Dst] {
+			if l.Table == r.Table {
 				rep.Kept = append(rep.Kept, fmt.Sprintf("%s: changed since ADD, now %s", r, l))
 				return nil
 			}
@@ -131,8 +153,10 @@ func reapRoute(r Route, live liveState, claimed func(string) bool, rep *Report) 
 	switch {
 	case err == nil:
 		rep.Deleted = append(rep.Deleted, r.String())
+		live.routes[r.Dst] = without(live.routes[r.Dst], r, sameRoute)
 	case errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT):
 		rep.Gone = append(rep.Gone, r.String())
+		live.routes[r.Dst] = without(live.routes[r.Dst], r, sameRoute)
 	default:
 		rep.Kept = append(rep.Kept, fmt.Sprintf("%s: delete failed: %v", r, err))
 		return fmt.Errorf("failed to delete %s: %w", r, err)
@@ -140,13 +164,12 @@ func reapRoute(r Route, live liveState, claimed func(string) bool, rep *Report) 
 	return nil
 }
 
-func reapRule(r Rule, recorded State, live liveState, claimed func(string) bool, rep *Report) error {
-	if !has(live.rules, r, sameRule) {
-		for _, l := range live.rules {
-			if l.Family == r.Family && l.Src == r.Src && l.Dst == r.Dst {
-				rep.Kept = append(rep.Kept, fmt.Sprintf("%s: changed since ADD, now %s", r, l))
-				return nil
-			}
+func (live *liveState) reapRule(r Rule, recorded State, claimed func(string) bool, rep *Report) error {
+	sel := selector(r)
+	if !has(live.rules[sel], r, sameRule) {
+		for _, l := range live.rules[sel] {
+			rep.Kept = append(rep.Kept, fmt.Sprintf("%s: changed since ADD, now %s", r, l))
+			return nil
 		}
 		rep.Gone = append(rep.Gone, r.String())
 		return nil
@@ -157,7 +180,7 @@ func reapRule(r Rule, recorded State, live liveState, claimed func(string) bool,
 			return nil
 		}
 	}
-	if l, ok := foreignRoute(r.PodIP, recorded, live); ok {
+	if l, ok := live.foreignRoute(r.PodIP, recorded); ok {
 		rep.Kept = append(rep.Kept, fmt.Sprintf("%s: %s is in use again (%s was not recorded)", r, r.PodIP, l))
 		return nil
 	}
@@ -168,8 +191,10 @@ func reapRule(r Rule, recorded State, live liveState, claimed func(string) bool,
 	switch {
 	case err == nil:
 		rep.Deleted = append(rep.Deleted, r.String())
+		live.rules[sel] = without(live.rules[sel], r, sameRule)
 	case errors.Is(err, unix.ENOENT):
 		rep.Gone = append(rep.Gone, r.String())
+		live.rules[sel] = without(live.rules[sel], r, sameRule)
 	default:
 		rep.Kept = append(rep.Kept, fmt.Sprintf("%s: delete failed: %v", r, err))
 		return fmt.Errorf("failed to delete %s: %w", r, err)
@@ -193,14 +218,13 @@ func ruleIPs(r Rule) []string {
 
 // foreignRoute finds a live route to ip's host prefix that is none of the
 // recorded ones.
-func foreignRoute(ip string, recorded State, live liveState) (Route, bool) {
+func (live *liveState) foreignRoute(ip string, recorded State) (Route, bool) {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return Route{}, false
 	}
-	dst := netip.PrefixFrom(a, a.BitLen()).String()
-	for _, l := range live.routes {
-		if l.Dst == dst && !has(recorded.Routes, l, sameRoute) {
+	for _, l := range live.routes[netip.PrefixFrom(a, a.BitLen()).String()] {
+		if !has(recorded.Routes, l, sameRoute) {
 			return l, true
 		}
 	}
@@ -214,4 +238,14 @@ func has[T any](list []T, x T, same func(a, b T) bool) bool {
 		}
 	}
 	return false
+}
+
+func without[T any](list []T, x T, same func(a, b T) bool) []T {
+	out := list[:0]
+	for _, y := range list {
+		if !same(x, y) {
+			out = append(out, y)
+		}
+	}
+	return out
 }

@@ -193,3 +193,45 @@ func TestReapIPv6(t *testing.T) {
 		t.Errorf("second reap: err %v, %+v", err, rep)
 	}
 }
+
+// GC reaps many records with one dump: two leaked sandboxes of one pod (the
+// same rules, routes through different veths) and a claimed attachment.
+func TestReapMany(t *testing.T) {
+	n := newNode(t)
+	n.bridge("vetha")
+	n.bridge("vethb")
+	n.addRule(512, "", "10.77.0.5/32", 254)
+	n.addRule(1536, "10.77.0.5/32", "", 100)
+	n.addRoute("10.77.0.5/32", "vetha", 254)
+	a := n.snapshot("10.77.0.5/32")
+	n.addRoute("10.77.0.5/32", "vethb", 254) // replaces the route of sandbox a
+	b := n.snapshot("10.77.0.5/32")
+	n.addRule(1536, "10.77.0.7/32", "", 100)
+	c := n.snapshot("10.77.0.7/32")
+
+	var reps []Report
+	var err error
+	n.do(func() error {
+		reps, err = ReapMany([]State{a, b, c}, func(ip string) bool { return ip == "10.77.0.7" })
+		return nil
+	})
+	if err != nil || len(reps) != 3 {
+		t.Fatalf("err %v, reports %+v", err, reps)
+	}
+	// a's route changed and its rules looked in use (b's route); b then
+	// took route and rules; c is claimed.
+	if len(reps[0].Deleted) != 0 || len(reps[0].Kept) != 3 || len(reps[1].Deleted) != 3 ||
+		len(reps[2].Kept) != 1 || len(reps[2].Deleted) != 0 {
+		t.Errorf("reports %+v", reps)
+	}
+	if st := n.snapshot("10.77.0.5/32"); !st.Empty() {
+		t.Errorf("left behind: %+v", st)
+	}
+	if !contains(n.liveRules(), "1536 from=10.77.0.7/32 to= table=100 ip=") {
+		t.Error("the claimed rule was deleted")
+	}
+	n.do(func() error { reps, err = ReapMany(nil, nil); return nil })
+	if err != nil || len(reps) != 0 {
+		t.Errorf("no states: %v %v", reps, err)
+	}
+}
