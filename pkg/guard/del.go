@@ -58,7 +58,10 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	case nsident.Alive:
 		log.Info("netns alive: host side left to the main plugin")
-		p.tombstone(log, st, rec)
+		if p.tombstone(log, st, rec) {
+			forgotten = true
+			return nil
+		}
 	case nsident.Gone:
 		if left := p.reapGone(log, st, rec); left != nil {
 			if err := st.Save(left); err != nil {

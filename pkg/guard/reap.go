@@ -48,18 +48,20 @@ func reapLinks(log *slog.Logger, links []hostlink.Identity) []hostlink.Identity 
 
 // tombstone keeps the host-link identities of an attachment whose DEL left
 // the host side to the main plugin, so that GC and the scan can still reap
-// them should the netns leak after all.
-func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record) {
+// them should the netns leak after all. It reports whether the record was
+// moved (else the caller removes it).
+func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record) bool {
 	if len(rec.HostLinks) == 0 {
-		return
+		return false
 	}
-	path, err := st.SaveTombstone(rec)
-	defer sweepTombstones(log, st, path)
+	path, err := st.Tombstone(rec.Key)
 	if err != nil {
 		log.Error("cannot keep tombstone", "err", err)
-		return
+		return false
 	}
 	log.Debug("tombstone kept", "path", path)
+	sweepTombstones(log, st, path)
+	return true
 }
 
 // sweepMax bounds the tombstones one DEL looks at: normally only the previous

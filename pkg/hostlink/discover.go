@@ -47,9 +47,13 @@ func Discover(podNS ns.NetNS, must string, names []string) (*Discovery, error) {
 				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: kind %s has no host peer", name, l.Type()))
 				continue
 			}
-			idx, err := netlink.VethPeerIndex(v)
-			if err != nil {
-				return fmt.Errorf("read peer ifindex of %q: %w", name, err)
+			// IFLA_LINK of a veth is its peer's ifindex (in the peer's netns);
+			// ethtool is asked only when the kernel did not report it.
+			idx := a.ParentIndex
+			if idx <= 0 {
+				if idx, err = netlink.VethPeerIndex(v); err != nil {
+					return fmt.Errorf("read peer ifindex of %q: %w", name, err)
+				}
 			}
 			peers = append(peers, peer{c, idx})
 		}

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,9 +60,10 @@ func (s *Store) load(dir, ext string, tomb bool, max int) (out []Entry, problems
 		case err != nil:
 			problems = append(problems, err)
 		case r == nil: // vanished meanwhile
-		case r.IsTombstone() != tomb:
-			problems = append(problems, s.quarantine(path, "tombstone flag does not match the file's place"))
 		default:
+			if tomb {
+				asTombstone(r, n)
+			}
 			out = append(out, Entry{path, r})
 		}
 		if max > 0 && len(out)+len(problems) >= max {
@@ -72,7 +75,7 @@ func (s *Store) load(dir, ext string, tomb bool, max int) (out []Entry, problems
 
 // loadFile decodes one file, discarding it if it is bad or of another boot.
 func (s *Store) loadFile(path string) (*record.Record, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -92,21 +95,48 @@ func (s *Store) loadFile(path string) (*record.Record, error) {
 	return r, nil
 }
 
-// SaveTombstone writes r as a new tombstone, named by creation time first so
-// that listing order is age order. Several tombstones of one key may exist
-// (one per sandbox that used it).
-func (s *Store) SaveTombstone(r *record.Record) (string, error) {
+// Tombstone turns the attachment's live record into a tombstone by moving
+// the file (no rewrite: DEL stays cheap). The name starts with the time, so
+// that listing order is age order; several tombstones of one key may exist
+// (one per sandbox that used it). The caller must hold the lock.
+func (s *Store) Tombstone(k record.Key) (string, error) {
 	dir := filepath.Join(s.dir, tombDir)
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
 		return "", fmt.Errorf("create tombstone dir: %w", err)
 	}
-	now := time.Now().UTC()
+	path := filepath.Join(dir, fmt.Sprintf("%020d-%s%s", time.Now().UnixNano(), baseName(k), tombExt))
+	if err := unix.Rename(s.recordPath(k), path); err != nil {
+		return "", fmt.Errorf("move record %s to tombstones: %w", k, err)
+	}
+	return path, nil
+}
+
+// SaveTombstone writes r as a new tombstone (for tools and tests; DEL uses
+// Tombstone, which moves the live record instead).
+func (s *Store) SaveTombstone(r *record.Record) (string, error) {
+	dir := filepath.Join(s.dir, tombDir)
+	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
+		return "", fmt.Errorf("create tombstone dir: %w", err)
+	}
 	t := *r
-	t.TombstonedAt = &now
-	t.Pin = nil
-	name := fmt.Sprintf("%020d-%s%s", now.UnixNano(), baseName(r.Key), tombExt)
-	path := filepath.Join(dir, name)
+	t.Pin, t.TombstonedAt = nil, nil
+	path := filepath.Join(dir, fmt.Sprintf("%020d-%s%s", time.Now().UnixNano(), baseName(r.Key), tombExt))
 	return path, s.writeAtomic(path, &t)
+}
+
+// asTombstone marks a record loaded from the tombstone dir: its time comes
+// from the file name, and a pin it named is gone (DEL removed it).
+func asTombstone(r *record.Record, name string) {
+	r.Pin = nil
+	if i := strings.IndexByte(name, '-'); i > 0 {
+		if ns, err := strconv.ParseInt(name[:i], 10, 64); err == nil {
+			t := time.Unix(0, ns).UTC()
+			r.TombstonedAt = &t
+			return
+		}
+	}
+	t := r.Updated
+	r.TombstonedAt = &t
 }
 
 // Rewrite replaces the file at path (a record or a tombstone listed by
@@ -135,10 +165,9 @@ func (s *Store) owns(path string) bool {
 }
 
 func encode(r *record.Record) ([]byte, error) {
-	b, err := json.MarshalIndent(r, "", "  ")
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode record %s: %w", r.Key, err)
 	}
 	return append(b, '\n'), nil
 }
-

@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +16,7 @@ var ErrLockTimeout = errors.New("timed out waiting for the attachment lock")
 
 // Lock is an exclusive lock on one attachment.
 type Lock struct {
-	f    *os.File
+	fd   int
 	path string
 }
 
@@ -28,21 +27,21 @@ func (s *Store) Lock(k record.Key, timeout time.Duration) (*Lock, error) {
 	path := s.lockPath(k)
 	deadline := time.Now().Add(timeout)
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("open lock %s: %w", path, err)
 		}
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			// The holder before us may have unlinked the file (Release with
 			// remove); then our lock is on an orphan inode: start over.
-			if sameFile(f, path) {
-				return &Lock{f: f, path: path}, nil
+			if sameFile(fd, path) {
+				return &Lock{fd: fd, path: path}, nil
 			}
-			f.Close()
+			unix.Close(fd)
 			continue
 		}
-		f.Close()
+		unix.Close(fd)
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
@@ -53,20 +52,19 @@ func (s *Store) Lock(k record.Key, timeout time.Duration) (*Lock, error) {
 	}
 }
 
-func sameFile(f *os.File, path string) bool {
-	a, err := f.Stat()
-	if err != nil {
+func sameFile(fd int, path string) bool {
+	var a, b unix.Stat_t
+	if unix.Fstat(fd, &a) != nil || unix.Stat(path, &b) != nil {
 		return false
 	}
-	b, err := os.Stat(path)
-	return err == nil && os.SameFile(a, b)
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // Release unlocks. With remove, the lock file is unlinked first (while still
 // held) so that finished attachments leave nothing behind.
 func (l *Lock) Release(remove bool) {
 	if remove {
-		_ = os.Remove(l.path)
+		_ = unix.Unlink(l.path)
 	}
-	_ = l.f.Close()
+	_ = unix.Close(l.fd)
 }

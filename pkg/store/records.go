@@ -33,7 +33,7 @@ func (e *DiscardedError) Error() string {
 // must hold the attachment's lock.
 func (s *Store) Load(k record.Key) (*record.Record, error) {
 	path := s.recordPath(k)
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -92,34 +92,14 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.dir, tmpPrefix+"*")
+	tmp, err := writeTemp(s.dir, b, !s.tmpfs)
 	if err != nil {
-		return fmt.Errorf("create temp record: %w", err)
+		return fmt.Errorf("write record: %w", err)
 	}
-	tmp := f.Name()
-	renamed := false
-	defer func() {
-		if !renamed {
-			_ = unix.Unlink(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if !s.tmpfs {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("fsync %s: %w", tmp, err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := unix.Rename(tmp, path); err != nil {
+		_ = unix.Unlink(tmp)
 		return fmt.Errorf("rename record into place: %w", err)
 	}
-	renamed = true
 	if !s.tmpfs {
 		return syncDir(s.dir)
 	}

@@ -157,7 +157,7 @@ func TestConcurrentAddDel64(t *testing.T) {
 		tombs++
 		var r record.Record
 		b, _ := os.ReadFile(filepath.Join(state, "tombstones", e.Name()))
-		if err := json.Unmarshal(b, &r); err != nil || !r.IsTombstone() || len(r.HostLinks) != 1 {
+		if err := json.Unmarshal(b, &r); err != nil || r.Validate() != nil || len(r.HostLinks) != 1 {
 			t.Errorf("bad tombstone %s: %v %s", e.Name(), err, b)
 		}
 	}
