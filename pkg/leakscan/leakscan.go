@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -271,6 +272,9 @@ func findOwner(l Leak, entries []store.Entry, kind string) *Owner {
 // OpenStoreIfExists opens the state dir read-mostly: a missing dir means
 // "nothing recorded" and is not created.
 func OpenStoreIfExists(dir string) (*store.Store, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("state dir %q is not absolute", dir)
+	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
