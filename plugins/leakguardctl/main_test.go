@@ -200,13 +200,13 @@ func TestScanOutputs(t *testing.T) {
 
 	metrics := parseProm(t, prom)
 	want := map[string]float64{
-		`leakguard_scan_success`:                         1,
-		`leakguard_leaked_netns`:                         2,
-		`leakguard_leaked_host_links{owned="true"}`:      1,
-		`leakguard_leaked_host_links{owned="false"}`:     1,
-		`leakguard_gss_proxy_armed_netns`:                1,
+		`leakguard_scan_success`:                     1,
+		`leakguard_leaked_netns`:                     2,
+		`leakguard_leaked_host_links{owned="true"}`:  1,
+		`leakguard_leaked_host_links{owned="false"}`: 1,
+		`leakguard_gss_proxy_armed_netns`:            1,
 		fmt.Sprintf(`leakguard_leaked_host_link{gss_proxy_armed="true",ifindex="%d",kind="veth",mac="%s",name="lgc-owned",nsid="%d",owner="lgnet/ctr-owned/eth0",owner_kind="record"}`, n.owned.Host.Index, n.owned.Host.MAC, n.owned.Host.NetNSID): 1,
-		fmt.Sprintf(`leakguard_leaked_host_link{gss_proxy_armed="false",ifindex="%d",kind="veth",mac="%s",name="lgc-orphan",nsid="%d",owner="",owner_kind=""}`, n.orphan.Host.Index, n.orphan.Host.MAC, n.orphan.Host.NetNSID): 1,
+		fmt.Sprintf(`leakguard_leaked_host_link{gss_proxy_armed="false",ifindex="%d",kind="veth",mac="%s",name="lgc-orphan",nsid="%d",owner="",owner_kind=""}`, n.orphan.Host.Index, n.orphan.Host.MAC, n.orphan.Host.NetNSID):                      1,
 	}
 	for k, v := range want {
 		if got, ok := metrics[k]; !ok || got != v {
