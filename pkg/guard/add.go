@@ -11,7 +11,10 @@ import (
 
 	"github.com/leakguard/leakguard/pkg/hostlink"
 	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/nspin"
+	"github.com/leakguard/leakguard/pkg/podroute"
 	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/rescue"
 )
 
 // Add records what the attachment owns on the host and passes prevResult
@@ -41,7 +44,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return err
 	}
 	defer lock.Release(false)
+	if inv.conf.PinNetns {
+		if err := pin(inv, args.Netns, rec); err != nil {
+			inv.log.Error("ADD failed", "err", err)
+			return err
+		}
+	}
 	if err := st.Save(rec); err != nil {
+		if rec.Pin != nil {
+			_ = nspin.Remove(*rec.Pin) // a pin must not outlive its record
+		}
 		return fmt.Errorf("save record: %w", err)
 	}
 	inv.log.Info("recorded attachment", "netns", rec.Netns.String(), "hostLinks", rec.HostLinks, "ips", rec.IPs)
@@ -73,7 +85,7 @@ func (p *Plugin) observe(inv *invocation, args *skel.CmdArgs, prev *current.Resu
 		inv.log.Info("container shares the host netns: no host links to record")
 		return rec, nil
 	}
-	d, err := hostlink.Discover(podNS, args.IfName, containerIfnames(args.IfName, prev))
+	d, err := hostlink.Discover(podNS, args.IfName, containerIfnames(args.IfName, prev), rescue.Classify)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +93,25 @@ func (p *Plugin) observe(inv *invocation, args *skel.CmdArgs, prev *current.Resu
 		inv.log.Debug("no host link recorded", "reason", why)
 	}
 	rec.Interfaces, rec.HostLinks = d.Container, d.Host
+	if rec.Routing, err = podroute.Snapshot(rec.IPs); err != nil {
+		inv.log.Warn("pod-IP routes and rules not recorded", "err", err)
+	}
 	return rec, nil
+}
+
+// pin bind-mounts the pod netns for rescue at DEL, and proves the pin holds
+// the netns just recorded.
+func pin(inv *invocation, netns string, rec *record.Record) error {
+	pin, err := nspin.Pin(netns, inv.conf.PinDir, nspin.NameFor(inv.key))
+	if err != nil {
+		return fmt.Errorf("pin netns %s under %s: %w", netns, inv.conf.PinDir, err)
+	}
+	if pin.Netns != rec.Netns {
+		_ = nspin.Remove(pin)
+		return fmt.Errorf("pinned netns %s is not the recorded %s", pin.Netns, rec.Netns)
+	}
+	rec.Pin = &pin
+	return nil
 }
 
 // containerIfnames lists CNI_IFNAME and every prevResult interface placed in

@@ -6,6 +6,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/nspin"
 	"github.com/leakguard/leakguard/pkg/store"
 )
 
@@ -58,6 +59,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	case nsident.Alive:
 		log.Info("netns alive: host side left to the main plugin")
+		if rec.Pin != nil {
+			if err := nspin.Remove(*rec.Pin); err != nil {
+				log.Warn("pin not removed", "pin", rec.Pin.Path, "err", err)
+			}
+		}
 		if p.tombstone(log, st, rec) {
 			forgotten = true
 			return nil

@@ -39,6 +39,8 @@ type fixture struct {
 	hostVeth net.Interface
 	contVeth net.Interface
 	cid      string
+	extra    map[string]any       // merged into every config
+	moreIfs  []*current.Interface // added to prevResult
 }
 
 func newFixture(t *testing.T) *fixture { return newFixtureWithHost(t, "") }
@@ -93,7 +95,7 @@ func (f *fixture) prevResult() *current.Result {
 	_, ipn, _ := net.ParseCIDR("10.99.0.7/24")
 	ipn.IP = net.ParseIP("10.99.0.7")
 	idx := 1
-	return &current.Result{
+	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
 			{Name: f.hostVeth.Name, Mac: f.hostVeth.HardwareAddr.String()},
@@ -101,6 +103,8 @@ func (f *fixture) prevResult() *current.Result {
 		},
 		IPs: []*current.IPConfig{{Interface: &idx, Address: *ipn, Gateway: net.ParseIP("10.99.0.1")}},
 	}
+	r.Interfaces = append(r.Interfaces, f.moreIfs...)
+	return r
 }
 
 // conf renders leakguard's network config in cniVersion v with prevResult
@@ -118,6 +122,9 @@ func (f *fixture) conf(v string, prev types.Result, extra map[string]any) []byte
 			f.t.Fatal(err)
 		}
 		m["prevResult"] = json.RawMessage(raw)
+	}
+	for k, val := range f.extra {
+		m[k] = val
 	}
 	for k, val := range extra {
 		m[k] = val

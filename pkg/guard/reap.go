@@ -3,9 +3,13 @@ package guard
 import (
 	"errors"
 	"log/slog"
+	"net/netip"
 
 	"github.com/leakguard/leakguard/pkg/hostlink"
+	"github.com/leakguard/leakguard/pkg/nspin"
+	"github.com/leakguard/leakguard/pkg/podroute"
 	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/rescue"
 	"github.com/leakguard/leakguard/pkg/store"
 )
 
@@ -15,11 +19,92 @@ import (
 // to retry, else the record trimmed to what failed for a reason other than
 // identity (kept for a later DEL or GC).
 func (p *Plugin) reapGone(log *slog.Logger, st *store.Store, rec *record.Record) *record.Record {
+	if rec.Pin != nil {
+		p.rescue(log, rec)
+	}
 	rec.HostLinks = reapLinks(log, rec.HostLinks)
+	if !rec.Routing.Empty() {
+		rep, err := podroute.Reap(rec.Routing, otherClaims(st, rec.Key))
+		logRouting(log, rep)
+		if err != nil {
+			log.Error("pod-IP routing state not fully reaped", "err", err)
+		}
+	}
 	if len(rec.HostLinks) > 0 {
+		rec.Routing = podroute.State{} // what is left of it was logged as kept
 		return rec
 	}
 	return nil
+}
+
+// rescue enters the netns through the pin (if the pin still holds the
+// recorded netns) and cleans up from the inside: the pod's virtual
+// interfaces are deleted, devices moved into it go back to the host. Then
+// the pin is removed: it must never outlive DEL or GC of its attachment.
+func (p *Plugin) rescue(log *slog.Logger, rec *record.Record) {
+	pinLog := log.With("pin", rec.Pin.Path)
+	n, err := nspin.Open(*rec.Pin)
+	if err != nil {
+		pinLog.Warn("pin not usable: host-side reaping only", "err", err)
+	} else {
+		rep, err := rescue.Rescue(n, rec.Interfaces, rescue.Options{})
+		n.Close()
+		for _, c := range rep.Deleted {
+			pinLog.Info("deleted pod interface from inside the leaked netns", "iface", c.Name)
+		}
+		for _, r := range rep.Returned {
+			pinLog.Info("returned device to the host", "iface", r.Iface.Name, "hostName", r.Name, "renamed", r.Renamed, "reason", r.Reason)
+		}
+		for _, why := range rep.Skipped {
+			pinLog.Warn("pod interface left alone", "reason", why)
+		}
+		if rep.GSSProxyArmed {
+			rec.GSSProxyArmed = true
+			pinLog.Warn("gss-proxy armed auth_rpcgss in this netns: the kernel will never free it")
+		}
+		if err != nil {
+			pinLog.Error("rescue incomplete", "err", err)
+		}
+	}
+	if err := nspin.Remove(*rec.Pin); err != nil {
+		pinLog.Warn("pin not removed", "err", err)
+		return
+	}
+	rec.Pin = nil
+}
+
+// otherClaims returns a lazily built test for "another live attachment's
+// record holds this IP": those IPs' routes and rules are not ours to delete.
+func otherClaims(st *store.Store, self record.Key) func(ip string) bool {
+	var claimed map[string]bool
+	return func(ip string) bool {
+		if claimed == nil {
+			claimed = map[string]bool{}
+			recs, _, _ := st.Entries()
+			for _, e := range recs {
+				if e.Record.Key == self {
+					continue
+				}
+				for _, c := range e.Record.IPs {
+					if a, err := netip.ParsePrefix(c); err == nil {
+						claimed[a.Addr().String()] = true
+					} else if a, err := netip.ParseAddr(c); err == nil {
+						claimed[a.String()] = true
+					}
+				}
+			}
+		}
+		return claimed[ip]
+	}
+}
+
+func logRouting(log *slog.Logger, rep podroute.Report) {
+	for _, d := range rep.Deleted {
+		log.Info("reaped pod-IP routing state", "object", d)
+	}
+	for _, k := range rep.Kept {
+		log.Warn("pod-IP routing state left alone", "object", k)
+	}
 }
 
 // reapLinks deletes every recorded link that is still provably the pod's and

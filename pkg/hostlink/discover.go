@@ -21,8 +21,10 @@ type Discovery struct {
 // up and keeps it only if it is a veth whose peer is in podNS at exactly that
 // interface. It relies on no name and no "empty sandbox" entry of a result.
 // must names the interfaces that have to exist (CNI_IFNAME); the others are
-// skipped with a reason when absent.
-func Discover(podNS ns.NetNS, must string, names []string) (*Discovery, error) {
+// skipped with a reason when absent. classify, run inside the pod netns,
+// tells devices moved into the pod (with their host name) from virtual ones;
+// nil treats every interface as virtual.
+func Discover(podNS ns.NetNS, must string, names []string, classify func(netlink.Link) (moved bool, hostName string)) (*Discovery, error) {
 	d := &Discovery{}
 	type peer struct {
 		c     ContainerIface
@@ -41,6 +43,9 @@ func Discover(podNS ns.NetNS, must string, names []string) (*Discovery, error) {
 			}
 			a := l.Attrs()
 			c := ContainerIface{Name: a.Name, Index: a.Index, MAC: a.HardwareAddr.String(), Kind: l.Type()}
+			if classify != nil {
+				c.Moved, c.HostName = classify(l)
+			}
 			d.Container = append(d.Container, c)
 			v, ok := l.(*netlink.Veth)
 			if !ok {
