@@ -53,9 +53,10 @@ func newFixtureWithHost(t *testing.T, hostName string) *fixture {
 		t:        t,
 		node:     nsutil.NewNS(t),
 		stateDir: t.TempDir(),
-		plugin:   &guard.Plugin{LockTimeout: 2 * time.Second, Stderr: io.Discard},
+		plugin:   guard.New(io.Discard),
 		cid:      fmt.Sprintf("ctr-%d", time.Now().UnixNano()),
 	}
+	f.plugin.LockTimeout = 2 * time.Second
 	f.pod = nsutil.NewNS(t)
 	f.podPath = f.pod.Path()
 	f.hostVeth, f.contVeth = f.attach(f.pod, hostName)

@@ -87,7 +87,7 @@ func (p *Plugin) reachability(inv *invocation) Reachability {
 	if p.Reach == nil {
 		return nil
 	}
-	r, err := p.Reach(inv.conf.PinDir)
+	r, err := p.Reach(inv.conf.PinDir, inv.log)
 	if err != nil {
 		inv.log.Warn("netns reachability unknown: nothing judged orphaned", "err", err)
 		return nil

@@ -1,7 +1,13 @@
 package guard_test
 
 import (
+	"os/exec"
+	"path/filepath"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/leakguard/leakguard/test/nsutil"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -53,4 +59,71 @@ func TestGCEmptyListOnlyThisNetwork(t *testing.T) {
 	}
 	a.mustBeGone(a.hostVeth.Name)
 	other.mustExist(other.hostVeth.Name, other.hostVeth.Index)
+}
+
+// Without a list (as `cnitool gc` sends), only a provably orphaned netns is
+// reaped: the leaked pod (held by nothing but a socket inside it); a live
+// pod and a pod whose netns a process still holds are untouched.
+func TestGCWithoutListReapsOnlyOrphans(t *testing.T) {
+	leaked := newFixture(t)
+	leaked.add("1.1.0")
+	live := leaked.sibling()
+	live.add("1.1.0")
+	held := leaked.sibling()
+	held.add("1.1.0")
+
+	nsutil.LeakBySocket(t, leaked.pod)
+	// held: path removed but a process still runs inside it.
+	sleeper := exec.Command("sleep", "60")
+	if err := held.pod.Do(func(ns.NetNS) error { return sleeper.Start() }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	nsutil.LeakByFD(t, held.pod)
+	_ = held.pod.Close()
+
+	if err := leaked.gc(nil); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	leaked.mustBeGone(leaked.hostVeth.Name)
+	if leaked.loadRecord() != nil {
+		t.Fatal("orphan's record should be dropped")
+	}
+	live.mustExist(live.hostVeth.Name, live.hostVeth.Index)
+	held.mustExist(held.hostVeth.Name, held.hostVeth.Index)
+	if live.loadRecord() == nil || held.loadRecord() == nil {
+		t.Fatal("records of reachable netns must stay")
+	}
+}
+
+// Tombstones: dropped once their links are gone; their links reaped by GC
+// once their netns leaked.
+func TestGCTombstones(t *testing.T) {
+	f := newFixture(t)
+	f.add("1.1.0")
+	if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil { // netns alive: tombstone
+		t.Fatal(err)
+	}
+	g := f.sibling()
+	g.add("1.1.0")
+	if err := g.del(g.podPath, "1.1.0", g.prevResult()); err != nil {
+		t.Fatal(err)
+	}
+	// f's pod is then deleted for real (main plugin cleaned the veth), g's leaks.
+	inNS(t, f.node, func() error {
+		l, err := netlink.LinkByIndex(f.hostVeth.Index)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	})
+	nsutil.LeakBySocket(t, g.pod)
+
+	if err := f.gc(nil); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	g.mustBeGone(g.hostVeth.Name)
+	if tombs, _ := filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb")); len(tombs) != 0 {
+		t.Fatalf("tombstones should all be dropped: %v", tombs)
+	}
 }

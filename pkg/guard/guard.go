@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/leakguard/leakguard/pkg/logging"
+	"github.com/leakguard/leakguard/pkg/nsreach"
 	"github.com/leakguard/leakguard/pkg/pluginconf"
 	"github.com/leakguard/leakguard/pkg/record"
 	"github.com/leakguard/leakguard/pkg/store"
@@ -31,12 +32,31 @@ type Plugin struct {
 	Stderr      io.Writer
 	// Reach builds a view of which netns are reachable from userspace,
 	// ignoring pins under pinDir. Nil: GC without a list reaps nothing.
-	Reach func(pinDir string) (Reachability, error)
+	Reach func(pinDir string, log *slog.Logger) (Reachability, error)
 }
 
 // New returns a Plugin with production settings.
 func New(stderr io.Writer) *Plugin {
-	return &Plugin{LockTimeout: DefaultLockTimeout, Stderr: stderr}
+	return &Plugin{LockTimeout: DefaultLockTimeout, Stderr: stderr, Reach: reachable}
+}
+
+// reachable is the production reachability view: every netns a process,
+// thread, nsfs mount or open fd holds, not counting leakguard's own pins.
+// A process whose namespaces even root may not read (an LSM or a
+// non-dumpable supervisor, e.g. a VM's init) is logged and skipped: an
+// attachment is judged orphaned only when, in addition, the runtime's path
+// no longer holds its netns and every link still proves to be its own.
+func reachable(pinDir string, log *slog.Logger) (Reachability, error) {
+	set, err := nsreach.Reachable(nsreach.Options{
+		IgnoreMountsUnder: []string{pinDir},
+		Unreadable: func(pid int, err error) {
+			log.Debug("process not inspectable; its netns is not counted", "pid", pid, "err", err)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return set, nil
 }
 
 // invocation is one verb's parsed input and logger.
