@@ -2,7 +2,11 @@ package leakscan
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/leakguard/leakguard/pkg/hostlink"
@@ -41,14 +45,28 @@ type PinState struct {
 
 // StateReport lists the state dir.
 type StateReport struct {
-	Dir      string       `json:"stateDir"`
-	Entries  []StateEntry `json:"entries"`
-	Warnings []string     `json:"warnings,omitempty"`
+	Dir     string       `json:"stateDir"`
+	Entries []StateEntry `json:"entries"`
+	// PinDir is the pin directory that was searched for stray pins.
+	PinDir string `json:"pinDir,omitempty"`
+	// StrayPins are entries of PinDir that no record names: pins that
+	// outlived their attachment and keep a netns alive.
+	StrayPins []StrayPin `json:"strayPins"`
+	Warnings  []string   `json:"warnings,omitempty"`
 }
 
-// ListState reads every record and tombstone of st (nil: an empty report).
-func ListState(st *store.Store) *StateReport {
-	rep := &StateReport{Entries: []StateEntry{}}
+// StrayPin is a file in the pin dir that no record names.
+type StrayPin struct {
+	Path string `json:"path"`
+	// Netns is the namespace mounted there, absent when nothing is.
+	Netns *nsident.Identity `json:"netns,omitempty"`
+}
+
+// ListState reads every record and tombstone of st (nil: an empty report)
+// and, when pinDir is set, lists the pins there that no record names.
+func ListState(st *store.Store, pinDir string) *StateReport {
+	rep := &StateReport{Entries: []StateEntry{}, StrayPins: []StrayPin{}, PinDir: pinDir}
+	defer func() { rep.StrayPins, rep.Warnings = strayPins(pinDir, rep.Entries, rep.StrayPins, rep.Warnings) }()
 	if st == nil {
 		return rep
 	}
@@ -95,4 +113,36 @@ func ListState(st *store.Store) *StateReport {
 		return a.IfName < b.IfName
 	})
 	return rep
+}
+
+// strayPins lists the entries of pinDir that no record's pin names.
+func strayPins(pinDir string, entries []StateEntry, out []StrayPin, warn []string) ([]StrayPin, []string) {
+	if pinDir == "" {
+		return out, warn
+	}
+	ents, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, warn
+	}
+	if err != nil {
+		return out, append(warn, fmt.Sprintf("read pin dir: %v", err))
+	}
+	named := map[string]bool{}
+	for _, e := range entries {
+		if e.Pin != nil {
+			named[filepath.Clean(e.Pin.Path)] = true
+		}
+	}
+	for _, e := range ents {
+		p := filepath.Join(pinDir, e.Name())
+		if named[p] || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		sp := StrayPin{Path: p}
+		if id, err := nsident.OfPath(p); err == nil {
+			sp.Netns = &id
+		}
+		out = append(out, sp)
+	}
+	return out, warn
 }

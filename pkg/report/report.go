@@ -127,6 +127,13 @@ func StateTable(w io.Writer, s *leakscan.StateReport) error {
 			return err
 		}
 	}
+	for _, p := range s.StrayPins {
+		what := "nothing mounted"
+		if p.Netns != nil {
+			what = "holds netns " + p.Netns.String()
+		}
+		fmt.Fprintf(w, "stray pin (no record names it): %s (%s)\n", p.Path, what)
+	}
 	for _, p := range s.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", p)
 	}

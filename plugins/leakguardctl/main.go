@@ -1,9 +1,34 @@
 // Command leakguardctl is the operator's view of leaked network namespaces
-// on a node.
+// on a node. Run it as root in the host's namespaces.
 //
 //	leakguardctl scan    [--state-dir DIR] [--pin-dir DIR] [--json] [--prometheus FILE] [--recheck D]
 //	leakguardctl reap    [--state-dir DIR] [--pin-dir DIR] [--all-orphans] [--dry-run] [--json] [--recheck D]
-//	leakguardctl records [--state-dir DIR] [--json]
+//	leakguardctl records [--state-dir DIR] [--pin-dir DIR] [--json]
+//
+// scan lists host links whose link-netnsid names a netns that no process,
+// thread, nsfs bind mount (in any mount namespace) or open nsfs fd reaches,
+// re-checked after --recheck (default 200ms). Mounts under --pin-dir do not
+// count, so a netns kept only by leakguard's own pin shows up.
+// reap deletes what scan finds: by default only links a leakguard record or
+// tombstone owns (verified against the recorded identity, then the state
+// file is dropped once its links are gone); --all-orphans also deletes
+// unrecorded ones after re-verifying name, MAC, kind, link-netnsid and peer
+// ifindex; --dry-run deletes nothing.
+//
+// JSON output (stable field names):
+//
+//	scan:    {time, durationSeconds, hostNetns{dev,ino}, reachableNetns, leakedNetns,
+//	          leaks: [{hostLink, ifindex, mac, kind, nsid, peerIfindex,
+//	                   owner: null | {network, containerID, ifName, kind: "record"|"tombstone", file},
+//	                   gssProxyArmed}],
+//	          slab{available, activeObjects, reachableObjects, leakedEstimate, cpuSlabObjects, leakedLowerBound, reason},
+//	          unreadableProcesses?, warnings?}
+//	reap:    {dryRun, results: [{<leak fields>, action: deleted|would-delete|skipped|gone|failed, reason?, stateFileRemoved?}], errors?}
+//	records: {stateDir, entries: [{kind, network, containerID, ifName, file, created, tombstonedAt?, netns, netnsPath,
+//	          hostLinks, ips, gssProxyArmed, pin?{path, state, reason}}], pinDir?, strayPins: [{path, netns?}], warnings?}
+//
+// --prometheus writes node_exporter textfile metrics atomically (see
+// pkg/report.Prometheus for the metric names).
 //
 // Exit codes: 0 success, 1 error, 2 usage.
 package main
@@ -175,6 +200,9 @@ func reap(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	opts.Store = st
+	if n := len(rep.UnreadableProcesses); n > 0 {
+		fmt.Fprintf(stderr, "leakguardctl: warning: %d process(es) could not be inspected; a netns held only by them looks leaked\n", n)
+	}
 	res, reapErr := leakscan.Reap(rep.Leaks, opts)
 	if c.json {
 		out := reapOutput{DryRun: opts.DryRun, Results: res}
@@ -193,6 +221,7 @@ func reap(args []string, stdout, stderr io.Writer) error {
 func records(args []string, stdout, stderr io.Writer) error {
 	var c common
 	fs := newFlags("records", stderr, &c)
+	fs.StringVar(&c.pinDir, "pin-dir", pluginconf.DefaultPinDir, `leakguard's netns pin dir, searched for pins no record names ("" to skip)`)
 	if err := parse(fs, args); err != nil {
 		return helpOK(err)
 	}
@@ -200,7 +229,7 @@ func records(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s := leakscan.ListState(st)
+	s := leakscan.ListState(st, c.pinDir)
 	if s.Dir == "" {
 		s.Dir = c.stateDir
 	}

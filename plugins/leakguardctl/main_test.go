@@ -339,19 +339,31 @@ func TestReap(t *testing.T) {
 	}
 	n.mustHave("lgc-live")
 
-	// The owned leak's record is gone, the live pod's record stays.
-	out, code := n.run("records", "--json", "--state-dir", n.stateDir)
+	// The owned leak's record is gone, the live pod's record stays; a pin
+	// no record names is listed as stray.
+	pinDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(pinDir, "stray"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := n.run("records", "--json", "--state-dir", n.stateDir, "--pin-dir", pinDir)
 	var recs struct {
 		Entries []struct {
 			Kind        string `json:"kind"`
 			ContainerID string `json:"containerID"`
 		} `json:"entries"`
+		StrayPins []struct {
+			Path  string          `json:"path"`
+			Netns json.RawMessage `json:"netns"`
+		} `json:"strayPins"`
 	}
 	if err := json.Unmarshal([]byte(out), &recs); code != 0 || err != nil {
 		t.Fatalf("records --json: exit %d, %v\n%s", code, err, out)
 	}
 	if len(recs.Entries) != 1 || recs.Entries[0].ContainerID != "ctr-live" || recs.Entries[0].Kind != "record" {
 		t.Errorf("records after reap = %+v; want only ctr-live's record", recs.Entries)
+	}
+	if len(recs.StrayPins) != 1 || recs.StrayPins[0].Path != filepath.Join(pinDir, "stray") || recs.StrayPins[0].Netns != nil {
+		t.Errorf("stray pins = %+v; want %s/stray holding no netns", recs.StrayPins, pinDir)
 	}
 	table, code := n.run("records", "--state-dir", n.stateDir)
 	if code != 0 || !strings.Contains(table, "ctr-live") || !strings.Contains(table, "lgc-live#") {
