@@ -9,14 +9,15 @@ plugins=${PLUGINS_VERSION:-v1.10.0}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 stamp="$dir/.versions"
-want="cni=$cni plugins=$plugins"
+want="cni=$cni plugins=$plugins static"
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
 	exit 0
 fi
 
-export GOBIN=$dir GOFLAGS=-mod=mod
-go install "github.com/containernetworking/cni/cnitool@$cni"
+# Built as releases are: static (CGO_ENABLED=0), stripped.
+export GOBIN=$dir GOFLAGS=-mod=mod CGO_ENABLED=0
+go install -trimpath -ldflags='-s -w' "github.com/containernetworking/cni/cnitool@$cni"
 for p in main/bridge main/ptp main/dummy ipam/host-local meta/tuning meta/portmap; do
-	go install "github.com/containernetworking/plugins/plugins/$p@$plugins"
+	go install -trimpath -ldflags='-s -w' "github.com/containernetworking/plugins/plugins/$p@$plugins"
 done
 echo "$want" >"$stamp"

@@ -2,7 +2,6 @@ package guard_test
 
 import (
 	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -123,7 +122,7 @@ func TestGCTombstones(t *testing.T) {
 		t.Fatalf("GC: %v", err)
 	}
 	g.mustBeGone(g.hostVeth.Name)
-	if tombs, _ := filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb")); len(tombs) != 0 {
+	if tombs := tombstones(t, f.stateDir); len(tombs) != 0 {
 		t.Fatalf("tombstones should all be dropped: %v", tombs)
 	}
 }

@@ -149,15 +149,22 @@ func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record
 	return true
 }
 
-// sweepMax bounds the tombstones one DEL looks at: normally only the previous
-// DELs' tombstones exist, and their links are gone by now.
-const sweepMax = 8
+// A DEL sweeps only once tombstones pile up (GC is the regular collector),
+// and then looks at a bounded number, oldest first: the cost of a DEL never
+// grows with the number of tombstones.
+const (
+	sweepAbove = 32
+	sweepMax   = 8
+)
 
 // sweepTombstones drops tombstones whose links are all gone (the main
 // plugin cleaned up, or the kernel freed the netns). It keeps their number
 // near the number of DELs in flight, so it stays cheap. Tombstones with links
 // left are for GC and the scan, which can tell whether their netns leaked.
 func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
+	if n, err := st.CountTombstones(); err != nil || n <= sweepAbove {
+		return
+	}
 	tombs, problems := st.OldestTombstones(sweepMax)
 	for _, err := range problems {
 		log.Warn("tombstone discarded", "reason", err)

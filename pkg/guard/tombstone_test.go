@@ -1,51 +1,69 @@
 package guard_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/vishvananda/netlink"
+	"github.com/leakguard/leakguard/pkg/hostlink"
+	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/store"
 )
 
 // A DEL with the netns alive leaves the host side to the main plugin and
-// keeps a tombstone; once the main plugin removed the link, the next DEL's
-// sweep drops the tombstone.
-func TestDelAliveKeepsTombstoneUntilLinksGone(t *testing.T) {
+// keeps a tombstone. Once tombstones pile up (no GC ran), a DEL sweeps a
+// bounded number of the oldest, dropping those whose links are gone and
+// keeping those whose links remain.
+func TestDelAliveKeepsTombstoneAndSweepsBounded(t *testing.T) {
 	f := newFixture(t)
 	f.add("1.0.0")
 	if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
 		t.Fatal(err)
 	}
-	tombs, _ := filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb"))
+	tombs := tombstones(t, f.stateDir)
 	if len(tombs) != 1 {
 		t.Fatalf("want one tombstone, got %v", tombs)
 	}
+	first := tombs[0]
 	f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
 
-	// A second DEL-alive while the first tombstone's link still exists keeps both.
+	st, err := store.Open(f.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ { // pods whose main plugin already cleaned up
+		r := f.loadRecordOrTemplate()
+		r.ContainerID = "gone-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		r.HostLinks = []hostlink.Identity{{Name: "gone", Index: 1 << 30, MAC: "02:00:00:00:00:01", Kind: "veth", NetNSID: 1, PeerIndex: 2}}
+		if _, err := st.SaveTombstone(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	g := f.sibling()
 	g.add("1.0.0")
 	if err := g.del(g.podPath, "1.0.0", g.prevResult()); err != nil {
 		t.Fatal(err)
 	}
-	if tombs, _ = filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb")); len(tombs) != 2 {
-		t.Fatalf("want two tombstones, got %v", tombs)
+	after := tombstones(t, f.stateDir)
+	if want := 1 + 40 + 1 - 7; len(after) != want {
+		t.Fatalf("one sweep should drop 7 of the 8 oldest (the first one's link remains): %d tombstones, want %d", len(after), want)
 	}
+	if _, err := os.Stat(first); err != nil {
+		t.Fatalf("the tombstone whose link remains must be kept: %v", err)
+	}
+}
 
-	// The main plugin removes the first pod's veth; the next DEL sweeps.
-	inNS(t, f.node, func() error {
-		l, err := netlink.LinkByIndex(f.hostVeth.Index)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkDel(l)
-	})
-	h := f.sibling()
-	h.add("1.0.0")
-	if err := h.del(h.podPath, "1.0.0", h.prevResult()); err != nil {
+func (f *fixture) loadRecordOrTemplate() *record.Record {
+	return &record.Record{Key: record.Key{Network: netName, IfName: "eth0"}, Netns: nsident.Identity{Dev: 4, Ino: 1}}
+}
+
+func tombstones(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "tombstones", "*.tomb"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if tombs, _ = filepath.Glob(filepath.Join(f.stateDir, "tombstones", "*.tomb")); len(tombs) != 2 {
-		t.Fatalf("first tombstone should be swept, second and third kept: %v", tombs)
-	}
+	return m
 }

@@ -41,6 +41,20 @@ func (s *Store) OldestTombstones(max int) ([]Entry, []error) {
 	return s.load(filepath.Join(s.dir, tombDir), tombExt, true, max)
 }
 
+// CountTombstones returns how many tombstone files exist, without reading them.
+func (s *Store) CountTombstones() (int, error) {
+	f, err := os.Open(filepath.Join(s.dir, tombDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	return len(names), err
+}
+
 func (s *Store) load(dir, ext string, tomb bool, max int) (out []Entry, problems []error) {
 	ents, err := os.ReadDir(dir) // sorted by name
 	if errors.Is(err, os.ErrNotExist) {

@@ -92,7 +92,8 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := writeTemp(s.dir, b, !s.tmpfs)
+	tmpfs := s.onTmpfs()
+	tmp, err := writeTemp(s.dir, b, !tmpfs)
 	if err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}
@@ -100,7 +101,7 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 		_ = unix.Unlink(tmp)
 		return fmt.Errorf("rename record into place: %w", err)
 	}
-	if !s.tmpfs {
+	if !tmpfs {
 		return syncDir(s.dir)
 	}
 	return nil

@@ -6,6 +6,7 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,7 +28,6 @@ const (
 // Store is a directory of records. It holds no mutable state of its own.
 type Store struct {
 	dir    string
-	tmpfs  bool // fsync is pointless on tmpfs (/run), and costs on disks
 	bootID string
 }
 
@@ -37,10 +37,13 @@ func Open(dir string) (*Store, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("state dir %q is not absolute", dir)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir: %w", err)
-	}
 	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create state dir: %w", err)
+		}
+		fi, err = os.Lstat(dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stat state dir: %w", err)
 	}
@@ -52,15 +55,18 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("restrict state dir mode: %w", err)
 		}
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return nil, fmt.Errorf("statfs state dir: %w", err)
-	}
 	boot, err := record.CurrentBootID()
 	if err != nil {
 		return nil, err
 	}
-	return &Store{dir: dir, tmpfs: st.Type == unix.TMPFS_MAGIC, bootID: boot}, nil
+	return &Store{dir: dir, bootID: boot}, nil
+}
+
+// onTmpfs tells whether fsync can be skipped: pointless on tmpfs (/run),
+// costly on disks.
+func (s *Store) onTmpfs() bool {
+	var st unix.Statfs_t
+	return unix.Statfs(s.dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }
 
 // Dir returns the directory the store lives in.
