@@ -139,6 +139,7 @@ func TestLeak(t *testing.T) {
 							t.Errorf("main-table route to A survived its veth: %s", r)
 						}
 					}
+					e.assertENITableRoute()
 					rulesB, routesB := e.podRulesAndRoutes(tkePodIP(b.i))
 					if len(rulesB) != 2 || len(routesB) != 1 {
 						t.Errorf("neighbour pod B: want 2 rules and 1 route, got rules: %s; routes: %s", describe(rulesB), describe(routesB))
@@ -235,6 +236,7 @@ func TestLateDelAfterRecreate(t *testing.T) {
 	if recs := e.records(old); len(recs) != 0 {
 		t.Errorf("record of the old sandbox survived its DEL: %v", recs)
 	}
+	e.assertENITableRoute()
 	// Same pod, same IP: the old sandbox's rules are the new one's now.
 	if rules, routes := e.podRulesAndRoutes(tkePodIP(fresh.i)); len(rules) != 2 || len(routes) != 1 {
 		t.Errorf("new sandbox: want its 2 rules and 1 route, got rules: %s; routes: %s", describe(rules), describe(routes))

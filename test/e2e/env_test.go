@@ -79,6 +79,26 @@ func addENILink(t *testing.T, e *env) {
 	}
 }
 
+// eniTable is the "table" of the tke-eni example conflist.
+const eniTable = 100
+
+// assertENITableRoute checks the per-ENI table still holds its default route
+// out of eni0: ENI state shared by every pod, never a pod's to remove.
+func (e *env) assertENITableRoute() {
+	e.t.Helper()
+	eni, err := e.nodeH.LinkByName("eni0")
+	if err != nil {
+		e.t.Fatalf("eni0: %v", err)
+	}
+	routes, err := e.nodeH.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: eniTable}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		e.t.Fatalf("list table %d: %v", eniTable, err)
+	}
+	if len(routes) != 1 || routes[0].LinkIndex != eni.Attrs().Index || routes[0].Dst != nil && !routes[0].Dst.IP.IsUnspecified() {
+		e.t.Errorf("table %d: want only the default route via eni0, got %s", eniTable, describe(routes))
+	}
+}
+
 // env is one node netns with one copy of a chain's conflist.
 type env struct {
 	t         *testing.T
