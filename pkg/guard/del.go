@@ -69,7 +69,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 			return nil
 		}
 	case nsident.Gone:
-		if left := p.reapGone(log, st, rec); left != nil {
+		if left := p.reapGone(log, nil, st, rec); left != nil {
 			if err := st.Save(left); err != nil {
 				log.Error("cannot keep record of objects not reaped", "err", err)
 			}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/leakguard/leakguard/pkg/nsident"
 	"github.com/leakguard/leakguard/pkg/record"
@@ -44,6 +46,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		inv.log.Warn("GC: state entry discarded", "reason", e)
 	}
 	reach := p.reachability(inv)
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("netlink unusable: %v", err), "")
+	}
+	defer nl.Close()
 
 	var errs []error
 	reaped := 0
@@ -59,7 +66,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		} else if !orphaned(reach, r) {
 			continue
 		}
-		done, err := p.gcRecord(inv, st, r.Key)
+		done, err := p.gcRecord(inv, nl, st, r.Key)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -69,7 +76,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	for _, e := range tombs {
 		if e.Record.Network == inv.conf.Name {
-			if err := p.gcTombstone(inv.log, st, e, reach); err != nil {
+			if err := p.gcTombstone(inv.log, nl, st, e, reach); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -105,7 +112,7 @@ func orphaned(reach Reachability, r *record.Record) bool {
 }
 
 // gcRecord reaps one stale attachment under its lock.
-func (p *Plugin) gcRecord(inv *invocation, st *store.Store, k record.Key) (bool, error) {
+func (p *Plugin) gcRecord(inv *invocation, nl *netlink.Handle, st *store.Store, k record.Key) (bool, error) {
 	log := inv.log.With("containerID", k.ContainerID, "ifname", k.IfName)
 	l, err := st.Lock(k, p.LockTimeout)
 	if err != nil {
@@ -118,7 +125,7 @@ func (p *Plugin) gcRecord(inv *invocation, st *store.Store, k record.Key) (bool,
 		return false, nil
 	}
 	log.Info("GC: reaping stale attachment")
-	if left := p.reapGone(log, st, r); left != nil {
+	if left := p.reapGone(log, nl, st, r); left != nil {
 		if err := st.Save(left); err != nil {
 			return false, fmt.Errorf("%s: keep record of objects not reaped: %w", k, err)
 		}
@@ -133,16 +140,16 @@ func (p *Plugin) gcRecord(inv *invocation, st *store.Store, k record.Key) (bool,
 
 // gcTombstone drops a tombstone whose links are gone, and reaps its links
 // when its netns leaked.
-func (p *Plugin) gcTombstone(log *slog.Logger, st *store.Store, e store.Entry, reach Reachability) error {
+func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Store, e store.Entry, reach Reachability) error {
 	t := e.Record
-	if !linksRemain(t.HostLinks) {
+	if !linksRemain(nl, t.HostLinks) {
 		return st.RemoveFile(e.Path)
 	}
 	if reach == nil || reach.Reachable(t.Netns) {
 		return nil // the main plugin can still clean it, or the pod lives on
 	}
 	log.Info("GC: reaping links of tombstone whose netns leaked", "containerID", t.ContainerID, "path", e.Path)
-	if t.HostLinks = reapLinks(log, t.HostLinks); len(t.HostLinks) > 0 {
+	if t.HostLinks = reapLinks(log, nl, t.HostLinks); len(t.HostLinks) > 0 {
 		if err := st.Rewrite(e.Path, t); err != nil {
 			return err
 		}

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/leakguard/leakguard/pkg/hostlink"
 	"github.com/leakguard/leakguard/pkg/nspin"
 	"github.com/leakguard/leakguard/pkg/podroute"
@@ -18,11 +20,11 @@ import (
 // path). Every object is verified first. It returns nil when nothing is left
 // to retry, else the record trimmed to what failed for a reason other than
 // identity (kept for a later DEL or GC).
-func (p *Plugin) reapGone(log *slog.Logger, st *store.Store, rec *record.Record) *record.Record {
+func (p *Plugin) reapGone(log *slog.Logger, nl *netlink.Handle, st *store.Store, rec *record.Record) *record.Record {
 	if rec.Pin != nil {
 		p.rescue(log, rec)
 	}
-	rec.HostLinks = reapLinks(log, rec.HostLinks)
+	rec.HostLinks = reapLinks(log, nl, rec.HostLinks)
 	if !rec.Routing.Empty() {
 		rep, err := podroute.Reap(rec.Routing, otherClaims(st, rec.Key))
 		logRouting(log, rep)
@@ -111,10 +113,10 @@ func logRouting(log *slog.Logger, rep podroute.Report) {
 // returns those that failed for a reason other than identity (to retry
 // later). Links that are gone or no longer match are dropped: they are not
 // the pod's any more.
-func reapLinks(log *slog.Logger, links []hostlink.Identity) []hostlink.Identity {
+func reapLinks(log *slog.Logger, nl *netlink.Handle, links []hostlink.Identity) []hostlink.Identity {
 	var failed []hostlink.Identity
 	for _, id := range links {
-		deleted, err := hostlink.Reap(id)
+		deleted, err := hostlink.ReapWith(nl, id)
 		var mm *hostlink.MismatchError
 		switch {
 		case errors.As(err, &mm):
@@ -170,7 +172,7 @@ func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
 		log.Warn("tombstone discarded", "reason", err)
 	}
 	for _, t := range tombs {
-		if t.Path == skip || linksRemain(t.Record.HostLinks) {
+		if t.Path == skip || linksRemain(nil, t.Record.HostLinks) {
 			continue
 		}
 		if err := st.RemoveFile(t.Path); err != nil {
@@ -180,9 +182,9 @@ func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
 }
 
 // linksRemain reports whether any recorded link still exists as recorded.
-func linksRemain(links []hostlink.Identity) bool {
+func linksRemain(nl *netlink.Handle, links []hostlink.Identity) bool {
 	for _, id := range links {
-		if _, err := hostlink.Verify(id); !errors.Is(err, hostlink.ErrGone) {
+		if _, err := hostlink.VerifyWith(nl, id); !errors.Is(err, hostlink.ErrGone) {
 			var mm *hostlink.MismatchError
 			if !errors.As(err, &mm) {
 				return true

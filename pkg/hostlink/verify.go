@@ -11,11 +11,22 @@ import (
 // and returns it if it is still exactly the recorded one. It returns ErrGone
 // when nothing is at that ifindex, and a *MismatchError when something else
 // is. It never lists all links: the cost does not grow with the host's size.
-func Verify(id Identity) (netlink.Link, error) {
+func Verify(id Identity) (netlink.Link, error) { return VerifyWith(nil, id) }
+
+// VerifyWith is Verify through a netlink handle that a caller checking many
+// links reuses (one socket instead of one per look-up); nil means a socket
+// per call.
+func VerifyWith(h *netlink.Handle, id Identity) (netlink.Link, error) {
 	if id.Index <= 0 {
 		return nil, &MismatchError{ID: id, Reasons: []string{"no ifindex recorded"}}
 	}
-	l, err := netlink.LinkByIndex(id.Index)
+	var l netlink.Link
+	var err error
+	if h != nil {
+		l, err = h.LinkByIndex(id.Index)
+	} else {
+		l, err = netlink.LinkByIndex(id.Index)
+	}
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -33,15 +44,22 @@ func Verify(id Identity) (netlink.Link, error) {
 // Deleting a veth also deletes its peer, even inside an unreachable netns.
 // A link that is already gone is not an error; a mismatch is returned as
 // *MismatchError and nothing is deleted.
-func Reap(id Identity) (deleted bool, err error) {
-	l, err := Verify(id)
+func Reap(id Identity) (deleted bool, err error) { return ReapWith(nil, id) }
+
+// ReapWith is Reap through a reusable netlink handle (nil: a socket per call).
+func ReapWith(h *netlink.Handle, id Identity) (deleted bool, err error) {
+	l, err := VerifyWith(h, id)
 	if errors.Is(err, ErrGone) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	if err := netlink.LinkDel(l); err != nil {
+	del := netlink.LinkDel
+	if h != nil {
+		del = h.LinkDel
+	}
+	if err := del(l); err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			return false, nil

@@ -37,6 +37,17 @@ func main() {
 }
 
 func run(plugin string, n, runs int) error {
+	// State on tmpfs, as /run is on a node (ip netns exec gave us a private
+	// mount namespace: the mount goes away with us).
+	work, err := os.MkdirTemp("", "gcbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := syscall.Mount("tmpfs", work, "tmpfs", 0, "size=256m"); err != nil {
+		return fmt.Errorf("mount tmpfs for the state dirs: %w", err)
+	}
+	defer syscall.Unmount(work, syscall.MNT_DETACH)
 	fmt.Printf("GC over %d records (plugin exec'd with CNI_COMMAND=GC, cniVersion 1.1.0), %d runs per case\n", n, runs)
 	fmt.Printf("  %-44s %10s %10s %10s\n", "case", "median", "max", "peak RSS")
 	var valid []types.GCAttachment
@@ -56,7 +67,7 @@ func run(plugin string, n, runs int) error {
 		var walls []time.Duration
 		var rss int64
 		for r := 0; r < runs; r++ {
-			dir, err := os.MkdirTemp("", "gcbench-")
+			dir, err := os.MkdirTemp(work, "state-")
 			if err != nil {
 				return err
 			}
