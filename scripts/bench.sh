@@ -58,6 +58,13 @@ rc=0
 ip netns exec "$outer" "$bin/test/lgbench" -netns "/run/netns/$outer" -work-dir "$tmp" \
 	-cni-bin "$cni_bin" -leakguard "$bin/leakguard" ${LGBENCH_ARGS:-} || rc=$?
 
+echo
+scripts/bench-gc.sh "$bin/leakguard" || rc=$?
+if [[ -x scripts/bench-scan.sh && -x bin/leakguardctl ]]; then
+	echo
+	scripts/bench-scan.sh bin/leakguardctl || rc=$?
+fi
+
 if [[ -x scripts/bench-hook.sh && -x bin/leakguard-hook ]]; then
 	echo
 	scripts/bench-hook.sh bin/leakguard-hook || rc=$?
