@@ -1,0 +1,76 @@
+package pluginconf
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(`{"cniVersion":"1.0.0","name":"n","type":"leakguard"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != DefaultStateDir || c.PinDir != DefaultPinDir || c.LogLevel != DefaultLogLevel || c.PinNetns || c.LogFile != "" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+// Every invalid value is CNI error 7 naming its field.
+func TestInvalidValues(t *testing.T) {
+	for field, conf := range map[string]string{
+		"stateDir": `{"stateDir":"run/leakguard"}`,
+		"pinDir":   `{"pinDir":"/"}`,
+		"logFile":  `{"logFile":"leakguard.log"}`,
+		"logLevel": `{"logLevel":"verbose"}`,
+		"parse":    `{"stateDir":7}`,
+	} {
+		_, err := Parse([]byte(conf))
+		var e *types.Error
+		if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, field) {
+			t.Errorf("%s: got %v, want code 7 naming %q", conf, err, field)
+		}
+	}
+}
+
+func TestPrevResultParsedInConfigVersion(t *testing.T) {
+	c, err := Parse([]byte(`{"cniVersion":"0.3.1","name":"n","type":"leakguard",
+		"prevResult":{"cniVersion":"0.3.1","interfaces":[{"name":"eth0","sandbox":"/x"}],"ips":[{"version":"4","address":"10.0.0.2/24","interface":0}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PrevResult == nil || c.PrevResult.Version() != "0.3.1" {
+		t.Fatalf("prevResult = %v", c.PrevResult)
+	}
+	if _, err := Parse([]byte(`{"cniVersion":"1.0.0","prevResult":{"cniVersion":"1.0.0","ips":"x"}}`)); err == nil {
+		t.Fatal("a malformed prevResult must be rejected")
+	}
+}
+
+// An absent or null list is not an empty one: only a given list may make
+// attachments stale.
+func TestGCList(t *testing.T) {
+	cases := []struct {
+		conf  string
+		given bool
+		valid int
+	}{
+		{`{}`, false, 0},
+		{`{"cni.dev/valid-attachments":null}`, false, 0},
+		{`{"cni.dev/valid-attachments":[]}`, true, 0},
+		{`{"cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}`, true, 1},
+		{`{"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"eth0"}]}`, true, 2},
+	}
+	for _, c := range cases {
+		conf, err := Parse([]byte(c.conf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		valid, given := conf.GCList()
+		if given != c.given || len(valid) != c.valid {
+			t.Errorf("%s: GCList = %v, %v; want %d entries, given=%v", c.conf, valid, given, c.valid, c.given)
+		}
+	}
+}
