@@ -10,8 +10,6 @@
 package nspin
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -73,31 +71,9 @@ func ValidName(name string) error {
 	return nil
 }
 
-// NameFor returns the pin name of an attachment: its key fields with every
-// byte outside [A-Za-z0-9.-] (and a leading dot) %-escaped, joined by '_', or a hash of the key
-// when that would be too long. Distinct keys get distinct names.
-func NameFor(k record.Key) string {
-	name := escape(k.Network) + "_" + escape(k.ContainerID) + "_" + escape(k.IfName)
-	if len(name) > 255 {
-		sum := sha256.Sum256([]byte(k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName))
-		name = "h-" + hex.EncodeToString(sum[:])
-	}
-	return name
-}
-
-func escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.' && i > 0:
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
+// NameFor returns the pin name of an attachment: the same safe, unique
+// component its state files are named by (record.Key.Name).
+func NameFor(k record.Key) string { return k.Name() }
 
 // Pin bind-mounts the netns at netnsPath onto pinDir/name and returns the
 // pin with the identity of the pinned namespace, verified equal to the

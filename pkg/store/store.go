@@ -4,13 +4,10 @@
 package store
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -22,7 +19,6 @@ const (
 	lockExt    = ".lock"
 	tmpPrefix  = ".tmp-"
 	corruptTag = ".corrupt-"
-	maxName    = 200
 )
 
 // Store is a directory of records. It holds no mutable state of its own.
@@ -75,32 +71,8 @@ func (s *Store) Dir() string { return s.dir }
 // BootID returns the boot the store stamps records with.
 func (s *Store) BootID() string { return s.bootID }
 
-// baseName maps a key to a single path component: every byte outside
-// [A-Za-z0-9.-] is %-escaped (so '/' can never appear), fields are joined by
-// '_', and over-long names are replaced by a hash. Distinct keys never share
-// a name.
-func baseName(k record.Key) string {
-	name := escape(k.Network) + "_" + escape(k.ContainerID) + "_" + escape(k.IfName)
-	if len(name) > maxName {
-		sum := sha256.Sum256([]byte(k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName))
-		name = "h-" + hex.EncodeToString(sum[:])
-	}
-	return name
-}
-
-func escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-':
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
+// baseName is the key's file name stem (see record.Key.Name).
+func baseName(k record.Key) string { return k.Name() }
 
 func (s *Store) recordPath(k record.Key) string { return filepath.Join(s.dir, baseName(k)+recordExt) }
 func (s *Store) lockPath(k record.Key) string   { return filepath.Join(s.dir, baseName(k)+lockExt) }
