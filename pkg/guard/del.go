@@ -46,7 +46,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	}
 	if rec == nil {
-		inv.log.Info("no record: nothing to reap")
+		p.reapUnrecorded(inv, args.Netns)
 		forgotten = true
 		return nil
 	}

@@ -21,6 +21,9 @@ import (
 // pointing into it has leaked.
 type Reachability interface {
 	Reachable(id nsident.Identity) bool
+	// NSIDReachable tells whether the netns the host knows as nsid (a host
+	// link's link-netnsid) is reachable.
+	NSIDReachable(nsid int) (bool, error)
 }
 
 // GC (CNI 1.1.0) reaps, for this network, every record not in the runtime's

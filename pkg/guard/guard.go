@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/leakguard/leakguard/pkg/logging"
+	"github.com/leakguard/leakguard/pkg/nsident"
 	"github.com/leakguard/leakguard/pkg/nsreach"
 	"github.com/leakguard/leakguard/pkg/pluginconf"
 	"github.com/leakguard/leakguard/pkg/record"
@@ -56,7 +57,28 @@ func reachable(pinDir string, log *slog.Logger) (Reachability, error) {
 	if err != nil {
 		return nil, err
 	}
-	return set, nil
+	return &reachView{set: set}, nil
+}
+
+// reachView answers reachability by identity, and by host nsid (resolved
+// once, on first use).
+type reachView struct {
+	set   nsreach.Set
+	nsids map[int]nsident.Identity
+}
+
+func (r *reachView) Reachable(id nsident.Identity) bool { return r.set.Reachable(id) }
+
+func (r *reachView) NSIDReachable(nsid int) (bool, error) {
+	if r.nsids == nil {
+		m, err := nsreach.NSIDs(r.set)
+		if err != nil {
+			return false, err
+		}
+		r.nsids = m
+	}
+	_, ok := r.nsids[nsid]
+	return ok, nil
 }
 
 // invocation is one verb's parsed input and logger.

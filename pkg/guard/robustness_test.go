@@ -28,18 +28,52 @@ func TestDelIsIdempotent(t *testing.T) {
 	assertStateDirEmpty(t, f.stateDir)
 }
 
-// Without a record (ADD never ran, or DEL already did) nothing is touched,
-// even with a prevResult naming the host veth and the netns gone.
-func TestDelWithoutRecordTouchesNothing(t *testing.T) {
-	f := newFixture(t)
-	nsutil.LeakBySocket(t, f.pod)
-	if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
-		t.Fatalf("DEL: %v", err)
-	}
-	if err := f.del("", "0.3.1", prevOrNil(nil)); err != nil {
-		t.Fatalf("DEL without prevResult: %v", err)
-	}
-	f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+// Without a record (ADD never ran, leakguard was installed later, or the
+// record was lost) nothing is touched unless prevResult names a host veth
+// that proves to be the pod's: same name and MAC, and its peer netns
+// reachable by nothing.
+func TestDelWithoutRecord(t *testing.T) {
+	t.Run("no prevResult", func(t *testing.T) {
+		f := newFixture(t)
+		nsutil.LeakBySocket(t, f.pod)
+		if err := f.del("", "0.3.1", prevOrNil(nil)); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+	})
+	t.Run("netns alive", func(t *testing.T) {
+		f := newFixture(t)
+		if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+	})
+	t.Run("leaked: proved by name, MAC and unreachable peer", func(t *testing.T) {
+		f := newFixture(t)
+		nsutil.LeakBySocket(t, f.pod)
+		if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		f.mustBeGone(f.hostVeth.Name)
+	})
+	t.Run("peer netns still reachable", func(t *testing.T) {
+		f := newFixture(t)
+		nsutil.LeakByFD(t, f.pod) // path gone, but this process holds an fd
+		if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+	})
+	t.Run("MAC differs from prevResult", func(t *testing.T) {
+		f := newFixture(t)
+		nsutil.LeakBySocket(t, f.pod)
+		prev := f.prevResult()
+		prev.Interfaces[0].Mac = "02:00:00:00:00:42"
+		if err := f.del(f.podPath, "1.0.0", prev); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+	})
 }
 
 // A corrupt record does not make DEL fail: it is moved aside and kept.
@@ -54,7 +88,7 @@ func TestCorruptRecordIsMovedAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	nsutil.LeakBySocket(t, f.pod)
-	if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
+	if err := f.del(f.podPath, "0.3.1", prevOrNil(nil)); err != nil {
 		t.Fatalf("DEL with corrupt record: %v", err)
 	}
 	f.mustExist(f.hostVeth.Name, f.hostVeth.Index) // nothing provable: left alone
@@ -82,7 +116,7 @@ func TestRecordOfAnotherBootIsNeverActedUpon(t *testing.T) {
 		t.Fatal(err)
 	}
 	nsutil.LeakBySocket(t, f.pod)
-	if err := f.del(f.podPath, "1.0.0", f.prevResult()); err != nil {
+	if err := f.del(f.podPath, "0.3.1", prevOrNil(nil)); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
 	f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
