@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -25,6 +26,10 @@ type Reachability interface {
 	// link's link-netnsid) is reachable.
 	NSIDReachable(nsid int) (bool, error)
 }
+
+// staleTempAge is how old a temp file must be before GC takes it for the
+// leftover of a killed writer (a live write lasts microseconds).
+const staleTempAge = 10 * time.Minute
 
 // GC (CNI 1.1.0) reaps, for this network, every record not in the runtime's
 // list of valid attachments as a DEL with the netns gone would, and drops
@@ -83,6 +88,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if n, err := st.RemoveStaleTemps(staleTempAge); err != nil {
+		errs = append(errs, err)
+	} else if n > 0 {
+		inv.log.Info("GC: removed temp files of interrupted writes", "count", n)
 	}
 	inv.log.Info("GC done", "listed", listed, "records", len(recs), "tombstones", len(tombs), "reaped", reaped, "errors", len(errs))
 	if len(errs) > 0 {

@@ -41,6 +41,27 @@ func (s *Store) OldestTombstones(max int) ([]Entry, []error) {
 	return s.load(filepath.Join(s.dir, tombDir), tombExt, true, max)
 }
 
+// RemoveStaleTemps removes temp files older than age: what writers killed
+// between creating and renaming them left behind (never a record).
+func (s *Store) RemoveStaleTemps(age time.Duration) (removed int, err error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("read state dir: %w", err)
+	}
+	cutoff := time.Now().Add(-age)
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), tmpPrefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			if os.Remove(filepath.Join(s.dir, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed, nil
+}
+
 // CountTombstones returns how many tombstone files exist, without reading them.
 func (s *Store) CountTombstones() (int, error) {
 	f, err := os.Open(filepath.Join(s.dir, tombDir))

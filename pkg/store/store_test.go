@@ -177,3 +177,38 @@ func TestLockExclusion(t *testing.T) {
 		t.Fatalf("%d holders at once", maxInside)
 	}
 }
+
+func TestRemoveStaleTemps(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := writeTemp(s.Dir(), []byte("partial"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := writeTemp(s.Dir(), []byte("in flight"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := record.Key{Network: "n", ContainerID: "c", IfName: "eth0"}
+	if err := s.Save(newRecord(k)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RemoveStaleTemps(10 * time.Minute); err != nil || n != 1 {
+		t.Fatalf("RemoveStaleTemps = %d, %v; want 1", n, err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale temp should be gone: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("a fresh temp file must stay: %v", err)
+	}
+	if r, err := s.Load(k); err != nil || r == nil {
+		t.Fatalf("records are never temp files: %v %v", r, err)
+	}
+}
