@@ -14,7 +14,6 @@ import (
 	"github.com/leakguard/leakguard/pkg/nspin"
 	"github.com/leakguard/leakguard/pkg/podroute"
 	"github.com/leakguard/leakguard/pkg/record"
-	"github.com/leakguard/leakguard/pkg/rescue"
 )
 
 // Add records what the attachment owns on the host and passes prevResult
@@ -85,7 +84,7 @@ func (p *Plugin) observe(inv *invocation, args *skel.CmdArgs, prev *current.Resu
 		inv.log.Info("container shares the host netns: no host links to record")
 		return rec, nil
 	}
-	d, err := hostlink.Discover(podNS, args.IfName, containerIfnames(args.IfName, prev), rescue.Classify)
+	d, err := hostlink.Discover(podNS, args.IfName, containerIfnames(args.IfName, prev), p.Classify)
 	if err != nil {
 		return nil, err
 	}

@@ -13,12 +13,14 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
 
 	"github.com/leakguard/leakguard/pkg/logging"
 	"github.com/leakguard/leakguard/pkg/nsident"
 	"github.com/leakguard/leakguard/pkg/nsreach"
 	"github.com/leakguard/leakguard/pkg/pluginconf"
 	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/rescue"
 	"github.com/leakguard/leakguard/pkg/store"
 )
 
@@ -34,11 +36,14 @@ type Plugin struct {
 	// Reach builds a view of which netns are reachable from userspace,
 	// ignoring pins under pinDir. Nil: GC without a list reaps nothing.
 	Reach func(pinDir string, log *slog.Logger) (Reachability, error)
+	// Classify tells, inside the pod netns at ADD, devices moved into the
+	// pod (returned to the host at rescue) from virtual ones (deleted).
+	Classify func(netlink.Link) (moved bool, hostName string)
 }
 
 // New returns a Plugin with production settings.
 func New(stderr io.Writer) *Plugin {
-	return &Plugin{LockTimeout: DefaultLockTimeout, Stderr: stderr, Reach: reachable}
+	return &Plugin{LockTimeout: DefaultLockTimeout, Stderr: stderr, Reach: reachable, Classify: rescue.Classify}
 }
 
 // reachable is the production reachability view: every netns a process,

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/leakguard/leakguard/pkg/rescue"
 	"github.com/leakguard/leakguard/test/nsutil"
 )
 
@@ -46,6 +47,7 @@ func (f *fixture) moveInENI(hostName, ifname string) net.HardwareAddr {
 }
 
 func (f *fixture) pinFixture() string {
+	f.plugin.Classify = rescue.ClassifierWith("ifb") // no spare NIC here: ifb stands in for an ENI
 	dir := filepath.Join(f.t.TempDir(), "pins")
 	f.extra = map[string]any{"pinNetns": true, "pinDir": dir}
 	// Pinning makes the pin dir a mount point; undo it before TempDir's
@@ -148,4 +150,25 @@ func TestPinRemovedOnDelAlive(t *testing.T) {
 		t.Fatalf("pin should be removed at DEL: %v", err)
 	}
 	f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+}
+
+// A device of a "movable" kind created inside the pod is still virtual for
+// the production classifier: rescue deletes it, it never lands on the host.
+func TestRescueNeverMovesPodCreatedDevicesToHost(t *testing.T) {
+	f := newFixture(t)
+	f.pinFixture()
+	f.plugin.Classify = rescue.Classify
+	inNS(t, f.pod, func() error {
+		return netlink.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "net1"}})
+	})
+	f.moreIfs = append(f.moreIfs, &current.Interface{Name: "net1", Sandbox: f.podPath})
+	f.add("1.1.0")
+	nsutil.LeakBySocket(t, f.pod)
+	if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil {
+		t.Fatal(err)
+	}
+	if l := f.nodeLink("net1"); l != nil {
+		t.Fatalf("a device created in the pod was moved onto the host: %v", l.Attrs().Name)
+	}
+	f.mustBeGone(f.hostVeth.Name)
 }

@@ -93,7 +93,7 @@ func record(t *testing.T, pod ns.NetNS, names ...string) []hostlink.ContainerIfa
 				return err
 			}
 			a := l.Attrs()
-			moved, hostName := rescue.Classify(l)
+			moved, hostName := ifbStandsIn(l) // ifb stands in for an ENI here
 			out = append(out, hostlink.ContainerIface{
 				Name: a.Name, Index: a.Index, MAC: a.HardwareAddr.String(), Kind: l.Type(),
 				Moved: moved, HostName: hostName,
@@ -374,8 +374,8 @@ func TestClassify(t *testing.T) {
 	}{
 		{mk(&netlink.Device{}, "eth1", "ens5"), true, "ens5"},
 		{mk(&netlink.Device{}, "eth1", ""), true, "eth1"},
-		{mk(&netlink.Ifb{}, "eth1", "eni7"), true, "eni7"},
-		{mk(&netlink.Dummy{}, "eth1", ""), true, "eth1"},
+		{mk(&netlink.Ifb{}, "eth1", "eni7"), false, ""},
+		{mk(&netlink.Dummy{}, "eth1", ""), false, ""},
 		{mk(&netlink.Veth{}, "eth0", "x"), false, ""},
 		{mk(&netlink.Macvlan{}, "eth0", ""), false, ""},
 		{mk(&netlink.Macvtap{}, "eth0", ""), false, ""},
@@ -393,4 +393,13 @@ func TestClassify(t *testing.T) {
 			t.Errorf("Classify(%s %s) = %v %q; want %v %q", c.link.Type(), c.link.Attrs().Name, moved, host, c.moved, c.host)
 		}
 	}
+	// The test classifier adds stand-ins and nothing else.
+	if moved, host := ifbStandsIn(mk(&netlink.Ifb{}, "eth1", "eni7")); !moved || host != "eni7" {
+		t.Errorf("stand-in ifb = %v %q", moved, host)
+	}
+	if moved, _ := ifbStandsIn(mk(&netlink.Veth{}, "eth0", "")); moved {
+		t.Error("the stand-in classifier must keep veths virtual")
+	}
 }
+
+var ifbStandsIn = rescue.ClassifierWith("ifb")

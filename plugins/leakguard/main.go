@@ -15,6 +15,13 @@ import (
 )
 
 func main() {
+	// skel fails a DEL whose CNI_NETNS is the plugin's own netns, after the
+	// verb ran. For leakguard that path (a reused /proc/<pid>/ns/net) is just
+	// another gone netns, already judged by identity; failing would block
+	// the chain's DEL forever. ADD keeps skel's check.
+	if os.Getenv("CNI_COMMAND") == "DEL" {
+		os.Setenv("CNI_NETNS_OVERRIDE", "1")
+	}
 	p := guard.New(os.Stderr)
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    p.Add,

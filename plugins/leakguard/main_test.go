@@ -238,6 +238,41 @@ func TestErrorsAreCNIJSON(t *testing.T) {
 	}
 }
 
+// A DEL whose CNI_NETNS is the host's own netns (a /proc/<pid>/ns/net whose
+// pid was reused by a host process) succeeds, reaps the leaked pod's host
+// veth by identity, and leaves the host's links alone.
+func TestDelWithHostNetnsPathSucceeds(t *testing.T) {
+	node := nsutil.NewNS(t)
+	state := t.TempDir()
+	p := newPod(t, node, 0)
+	if out, stderr, err := run(node, "ADD", p.cid, p.path, p.conf(state)); err != nil {
+		t.Fatalf("ADD: %v %s %s", err, out, stderr)
+	}
+	nsutil.LeakBySocket(t, p.netns)
+	// A "host process": sleep started in the node netns.
+	sleeper := exec.Command("sleep", "30")
+	if err := node.Do(func(ns.NetNS) error { return sleeper.Start() }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	hostPath := fmt.Sprintf("/proc/%d/ns/net", sleeper.Process.Pid)
+
+	out, stderr, err := run(node, "DEL", p.cid, hostPath, p.conf(state))
+	if err != nil {
+		t.Fatalf("DEL with the host netns as CNI_NETNS must succeed: %v %s %s", err, out, stderr)
+	}
+	var gone error
+	_ = node.Do(func(ns.NetNS) error { _, gone = netlink.LinkByIndex(p.host.Index); return nil })
+	if gone == nil {
+		t.Fatal("the leaked pod's host veth should be reaped")
+	}
+	var lo error
+	_ = node.Do(func(ns.NetNS) error { _, lo = netlink.LinkByName("lo"); return nil })
+	if lo != nil {
+		t.Fatalf("host lo: %v", lo)
+	}
+}
+
 func parallel(t *testing.T, n int, fn func(i int) error) {
 	t.Helper()
 	var wg sync.WaitGroup
