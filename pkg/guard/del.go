@@ -19,7 +19,7 @@ import (
 // verify and reap (reapGone) → forget, or keep a tombstone when the main
 // plugin still has the host side to clean.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	inv, err := p.start("DEL", args)
+	inv, err := p.startDel(args)
 	if err != nil {
 		return err
 	}

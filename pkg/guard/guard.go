@@ -99,11 +99,29 @@ func (p *Plugin) start(verb string, args *skel.CmdArgs) (*invocation, error) {
 	if err != nil {
 		return nil, err
 	}
-	level, _ := conf.Level() // validated by Parse
+	return p.begin(verb, args, conf), nil
+}
+
+// startDel parses leniently: DEL must not fail on a config edited since ADD
+// or on a prevResult it does not need. What it worked around is logged.
+func (p *Plugin) startDel(args *skel.CmdArgs) (*invocation, error) {
+	conf, problems := pluginconf.ParseForDel(args.StdinData)
+	if conf == nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "network configuration is not a JSON object", errors.Join(problems...).Error())
+	}
+	inv := p.begin("DEL", args, conf)
+	for _, e := range problems {
+		inv.log.Warn("config problem worked around", "err", e)
+	}
+	return inv, nil
+}
+
+func (p *Plugin) begin(verb string, args *skel.CmdArgs, conf *pluginconf.Config) *invocation {
+	level, _ := conf.Level() // validated by Parse / ParseForDel
 	log, closeLog := logging.New(conf.LogFile, level, p.Stderr)
 	key := record.Key{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
 	log = log.With("cmd", verb, "network", key.Network, "containerID", key.ContainerID, "ifname", key.IfName)
-	return &invocation{conf: conf, key: key, log: log, closeLog: closeLog}, nil
+	return &invocation{conf: conf, key: key, log: log, closeLog: closeLog}
 }
 
 // lock opens the store and takes the attachment's lock; a timeout becomes

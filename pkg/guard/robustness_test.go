@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/leakguard/leakguard/pkg/record"
 	"github.com/leakguard/leakguard/pkg/store"
@@ -189,5 +191,28 @@ func assertStateDirEmpty(t *testing.T, dir string) {
 	}
 	for _, e := range ents {
 		t.Errorf("state dir should be empty, has %s", e.Name())
+	}
+}
+
+// A config edited since ADD (here an invalid logLevel) or a prevResult DEL
+// cannot parse never makes DEL fail: it still reaps from its record.
+func TestDelSurvivesBadConfigAndPrevResult(t *testing.T) {
+	f := newFixture(t)
+	f.add("1.0.0")
+	nsutil.LeakBySocket(t, f.pod)
+	conf := f.conf("1.0.0", nil, map[string]any{
+		"logLevel":   "chatty",
+		"prevResult": map[string]any{"cniVersion": "1.0.0", "ips": []map[string]any{{"address": "not-an-ip"}}},
+	})
+	a := f.args(f.podPath, conf)
+	err := f.node.Do(func(ns.NetNS) error {
+		return testutils.CmdDelWithArgs(a, func() error { return f.plugin.Del(a) })
+	})
+	if err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	f.mustBeGone(f.hostVeth.Name)
+	if f.loadRecord() != nil {
+		t.Fatal("record should be forgotten")
 	}
 }

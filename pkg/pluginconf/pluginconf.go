@@ -82,6 +82,50 @@ func Parse(stdin []byte) (*Config, error) {
 	return c, nil
 }
 
+// ParseForDel is Parse for DEL, which must not fail on what it can work
+// around: the config may have been edited since ADD, and a chain's DEL stops
+// at the first failing plugin. Each invalid field falls back to its default,
+// an unusable prevResult is dropped (DEL works from its own record), and
+// every such problem is returned for logging. Only stdin that is not a JSON
+// object at all yields no config.
+func ParseForDel(stdin []byte) (*Config, []error) {
+	var problems []error
+	c := &Config{}
+	if err := json.Unmarshal(stdin, c); err != nil {
+		problems = append(problems, fmt.Errorf("network configuration: %v; using defaults", err))
+		c = &Config{}
+		if err := json.Unmarshal(stdin, &c.PluginConf); err != nil {
+			return nil, append(problems, err)
+		}
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.PinDir == "" {
+		c.PinDir = DefaultPinDir
+	}
+	fix := func(field string, bad bool, val *string, def string) {
+		if bad {
+			problems = append(problems, fmt.Errorf("%s %q is invalid; using %q", field, *val, def))
+			*val = def
+		}
+	}
+	fix("stateDir", !filepath.IsAbs(c.StateDir) || filepath.Clean(c.StateDir) == "/", &c.StateDir, DefaultStateDir)
+	fix("pinDir", !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/", &c.PinDir, DefaultPinDir)
+	fix("logFile", c.LogFile != "" && !filepath.IsAbs(c.LogFile), &c.LogFile, "")
+	_, err := c.Level()
+	fix("logLevel", err != nil && c.LogLevel != "", &c.LogLevel, DefaultLogLevel)
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	c.StateDir, c.PinDir = filepath.Clean(c.StateDir), filepath.Clean(c.PinDir)
+	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
+		problems = append(problems, fmt.Errorf("prevResult unusable, ignored: %v", err))
+		c.PrevResult, c.RawPrevResult = nil, nil
+	}
+	return c, problems
+}
+
 func (c *Config) validate() error {
 	if !filepath.IsAbs(c.StateDir) || filepath.Clean(c.StateDir) == "/" {
 		return invalid("stateDir %q must be an absolute path below /", c.StateDir)

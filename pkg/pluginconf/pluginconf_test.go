@@ -74,3 +74,27 @@ func TestGCList(t *testing.T) {
 		}
 	}
 }
+
+// DEL works around what it can: each bad field falls back to its default
+// and is reported; a bad prevResult is dropped.
+func TestParseForDel(t *testing.T) {
+	c, problems := ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","logLevel":"loud","stateDir":"rel","pinDir":"/",
+		"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"not-an-ip"}]}}`))
+	if c == nil || c.StateDir != DefaultStateDir || c.PinDir != DefaultPinDir || c.LogLevel != DefaultLogLevel || c.PrevResult != nil || c.Name != "n" {
+		t.Fatalf("config = %+v", c)
+	}
+	if len(problems) != 4 {
+		t.Fatalf("want 4 problems (logLevel, stateDir, pinDir, prevResult), got %v", problems)
+	}
+	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":7}`))
+	if c == nil || c.Name != "n" || c.StateDir != DefaultStateDir || len(problems) == 0 {
+		t.Fatalf("mistyped field: config %+v, problems %v", c, problems)
+	}
+	if c, _ := ParseForDel([]byte(`[1]`)); c != nil {
+		t.Fatal("a non-object has no config")
+	}
+	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":"/run/lg"}`))
+	if len(problems) != 0 || c.StateDir != "/run/lg" {
+		t.Fatalf("valid config: %+v %v", c, problems)
+	}
+}
