@@ -2,6 +2,7 @@ package guard
 
 import (
 	"errors"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
@@ -46,6 +47,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	}
 	if rec == nil {
+		p.removeOrphanPin(inv)
 		p.reapUnrecorded(inv, args.Netns)
 		forgotten = true
 		return nil
@@ -61,7 +63,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		log.Info("netns alive: host side left to the main plugin")
 		if rec.Pin != nil {
 			if err := nspin.Remove(*rec.Pin); err != nil {
-				log.Warn("pin not removed", "pin", rec.Pin.Path, "err", err)
+				// Keep the record: it is what lets GC remove the pin later.
+				log.Error("pin not removed; record kept for GC", "pin", rec.Pin.Path, "err", err)
+				return nil
 			}
 		}
 		if p.tombstone(log, st, rec) {
@@ -82,4 +86,17 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	forgotten = true
 	return nil
+}
+
+// removeOrphanPin removes a pin left without a record (the record was lost or
+// corrupt, or ADD died between pinning and saving): a pin must never outlive
+// DEL of its attachment.
+func (p *Plugin) removeOrphanPin(inv *invocation) {
+	removed, err := nspin.RemoveOrphan(inv.conf.PinDir, nspin.NameFor(inv.key))
+	switch {
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		inv.log.Warn("orphan netns pin not removed", "err", err)
+	case removed:
+		inv.log.Info("removed netns pin left without a record")
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/leakguard/leakguard/pkg/nspin"
+	"github.com/leakguard/leakguard/pkg/record"
 	"github.com/leakguard/leakguard/pkg/rescue"
 	"github.com/leakguard/leakguard/test/nsutil"
 )
@@ -171,4 +173,41 @@ func TestRescueNeverMovesPodCreatedDevicesToHost(t *testing.T) {
 		t.Fatalf("a device created in the pod was moved onto the host: %v", l.Attrs().Name)
 	}
 	f.mustBeGone(f.hostVeth.Name)
+}
+
+// A pin without a usable record (the record turned corrupt, or ADD died
+// between pinning and saving) is removed by DEL all the same.
+func TestDelRemovesPinWithoutRecord(t *testing.T) {
+	t.Run("corrupt record", func(t *testing.T) {
+		f := newFixture(t)
+		f.pinFixture()
+		f.add("1.1.0")
+		pin := f.loadRecord().Pin
+		files := recordFiles(t, f.stateDir)
+		if err := os.WriteFile(files[0], []byte("{garbage"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(pin.Path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("pin %s must not outlive DEL: %v", pin.Path, err)
+		}
+	})
+	t.Run("ADD died after pinning", func(t *testing.T) {
+		f := newFixture(t)
+		dir := f.pinFixture()
+		key := record.Key{Network: netName, ContainerID: f.cid, IfName: "eth0"}
+		pin, err := nspin.Pin(f.podPath, dir, nspin.NameFor(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nsutil.LeakBySocket(t, f.pod)
+		if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(pin.Path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("orphan pin %s must be removed by DEL: %v", pin.Path, err)
+		}
+	})
 }

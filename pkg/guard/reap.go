@@ -22,7 +22,7 @@ import (
 // identity (kept for a later DEL or GC).
 func (p *Plugin) reapGone(log *slog.Logger, nl *netlink.Handle, st *store.Store, rec *record.Record) *record.Record {
 	if rec.Pin != nil {
-		p.rescue(log, rec)
+		p.rescue(log, rec) // clears rec.Pin once the pin is removed
 	}
 	rec.HostLinks = reapLinks(log, nl, rec.HostLinks)
 	if !rec.Routing.Empty() {
@@ -32,7 +32,9 @@ func (p *Plugin) reapGone(log *slog.Logger, nl *netlink.Handle, st *store.Store,
 			log.Error("pod-IP routing state not fully reaped", "err", err)
 		}
 	}
-	if len(rec.HostLinks) > 0 {
+	if len(rec.HostLinks) > 0 || rec.Pin != nil {
+		// Kept for a later DEL or GC: links that failed, or a pin that
+		// could not be removed (it must not outlive the record).
 		rec.Routing = podroute.State{} // what is left of it was logged as kept
 		return rec
 	}
@@ -69,7 +71,15 @@ func (p *Plugin) rescue(log *slog.Logger, rec *record.Record) {
 		}
 	}
 	if err := nspin.Remove(*rec.Pin); err != nil {
-		pinLog.Warn("pin not removed", "err", err)
+		var replaced *nspin.ReplacedError
+		if errors.As(err, &replaced) {
+			// Another netns sits at the pin path: it is not ours to unmount,
+			// and ours is no longer pinned there.
+			pinLog.Warn("pin path holds another netns; left alone", "err", err)
+			rec.Pin = nil
+			return
+		}
+		pinLog.Error("pin not removed; record kept", "err", err)
 		return
 	}
 	rec.Pin = nil

@@ -123,3 +123,27 @@ func checkPinDir(dir string) error {
 	}
 	return nil
 }
+
+// RemoveOrphan removes the pin of an attachment whose record is gone (lost,
+// corrupt, or never saved because ADD died after pinning): whatever netns is
+// mounted at pinDir/name. The name is the attachment's own and pinDir must be
+// a pin dir made by Pin, so nothing but this attachment's pin can be there.
+// It reports whether a pin was removed; a missing one is not an error.
+func RemoveOrphan(pinDir, name string) (bool, error) {
+	if err := ValidName(name); err != nil {
+		return false, err
+	}
+	path := filepath.Join(pinDir, name)
+	id, err := pinned(path)
+	if errors.Is(err, ErrGone) {
+		_ = os.Remove(path) // an unmounted leftover file, if any
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := Remove(record.Pin{Path: path, Netns: id}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
