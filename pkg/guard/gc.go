@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/leakguard/leakguard/pkg/nsident"
+	"github.com/leakguard/leakguard/pkg/nspin"
 	"github.com/leakguard/leakguard/pkg/record"
 	"github.com/leakguard/leakguard/pkg/store"
 )
@@ -89,6 +91,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			}
 		}
 	}
+	errs = append(errs, p.gcPins(inv, st)...)
 	if n, err := st.RemoveStaleTemps(staleTempAge); err != nil {
 		errs = append(errs, err)
 	} else if n > 0 {
@@ -169,4 +172,38 @@ func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Sto
 		return fmt.Errorf("tombstone %s: some links could not be reaped", e.Path)
 	}
 	return st.RemoveFile(e.Path)
+}
+
+// gcPins removes pins that no record names (their record was lost, or ADD
+// died between pinning and saving). Each is handled under its attachment's
+// lock, so a pin of an ADD in flight is never taken for an orphan.
+func (p *Plugin) gcPins(inv *invocation, st *store.Store) []error {
+	ents, err := os.ReadDir(inv.conf.PinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return []error{fmt.Errorf("read pin dir: %w", err)}
+	}
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if nspin.ValidName(name) != nil || st.HasRecordNamed(name) {
+			continue
+		}
+		l, err := st.LockName(name, p.LockTimeout)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !st.HasRecordNamed(name) {
+			if removed, err := nspin.RemoveOrphan(inv.conf.PinDir, name); err != nil {
+				errs = append(errs, fmt.Errorf("orphan pin %s: %w", name, err))
+			} else if removed {
+				inv.log.Info("GC: removed netns pin without a record", "pin", name)
+			}
+		}
+		l.Release(!st.HasRecordNamed(name))
+	}
+	return errs
 }

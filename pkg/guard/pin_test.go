@@ -211,3 +211,26 @@ func TestDelRemovesPinWithoutRecord(t *testing.T) {
 		}
 	})
 }
+
+// GC removes a pin no record names (under the attachment's lock) and keeps
+// the pins of live records.
+func TestGCRemovesOrphanPins(t *testing.T) {
+	f := newFixture(t)
+	dir := f.pinFixture()
+	f.add("1.1.0")
+	live := f.loadRecord().Pin
+	g := f.sibling()
+	orphan, err := nspin.Pin(g.podPath, dir, nspin.NameFor(record.Key{Network: netName, ContainerID: g.cid, IfName: "eth0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.gc(map[string]any{"cni.dev/valid-attachments": []map[string]string{{"containerID": f.cid, "ifname": "eth0"}}}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if _, err := os.Stat(orphan.Path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("orphan pin should be removed: %v", err)
+	}
+	if _, err := os.Stat(live.Path); err != nil {
+		t.Fatalf("a live record's pin must stay: %v", err)
+	}
+}

@@ -3,6 +3,9 @@ package store
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +27,26 @@ type Lock struct {
 // different attachments are independent files, so pods never wait on each
 // other.
 func (s *Store) Lock(k record.Key, timeout time.Duration) (*Lock, error) {
-	path := s.lockPath(k)
+	return s.lock(s.lockPath(k), timeout)
+}
+
+// LockName takes the lock of the attachment whose key has the given Name
+// (record.Key.Name), for walkers that only know the name, e.g. of a pin.
+// HasRecordNamed then tells whether that attachment has a live record.
+func (s *Store) LockName(name string, timeout time.Duration) (*Lock, error) {
+	if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+		return nil, fmt.Errorf("invalid attachment name %q", name)
+	}
+	return s.lock(filepath.Join(s.dir, name+lockExt), timeout)
+}
+
+// HasRecordNamed reports whether a live record file exists for the name.
+func (s *Store) HasRecordNamed(name string) bool {
+	_, err := os.Lstat(filepath.Join(s.dir, name+recordExt))
+	return err == nil
+}
+
+func (s *Store) lock(path string, timeout time.Duration) (*Lock, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
