@@ -282,7 +282,8 @@ func TestOwnersAndReap(t *testing.T) {
 	}
 	mustHave(all...)
 
-	// Default: owned only; their state files go, the live record stays.
+	// Default: owned only. A reaped tombstone goes; a reaped live record
+	// stays for its DEL or GC (routes, rules, pin); the live pod's record stays.
 	res = reap(t, node, rep.Leaks, leakscan.ReapOptions{Store: st})
 	for _, r := range res {
 		want := leakscan.ActionDeleted
@@ -292,13 +293,16 @@ func TestOwnersAndReap(t *testing.T) {
 		if r.Action != want {
 			t.Errorf("reap: %s %s (%s), want %s", r.HostLink, r.Action, r.Reason, want)
 		}
-		if want == leakscan.ActionDeleted && r.StateFileRemoved != r.Owner.File {
-			t.Errorf("reap %s: state file removed %q, want %s", r.HostLink, r.StateFileRemoved, r.Owner.File)
+		if r.HostLink == "lgs-tomb" && r.StateFileRemoved != r.Owner.File {
+			t.Errorf("reap %s: tombstone removed %q, want %s", r.HostLink, r.StateFileRemoved, r.Owner.File)
+		}
+		if r.HostLink == "lgs-rec" && (r.StateFileRemoved != "" || !strings.Contains(r.Reason, "record kept")) {
+			t.Errorf("reap %s: a live record must be kept for DEL/GC, got removed %q (%s)", r.HostLink, r.StateFileRemoved, r.Reason)
 		}
 	}
 	mustHave("lgs-orphan", "lgs-live")
-	if exists(rec.file) || exists(tomb.file) {
-		t.Errorf("state files of reaped leaks remain: record %v, tombstone %v", exists(rec.file), exists(tomb.file))
+	if !exists(rec.file) || exists(tomb.file) {
+		t.Errorf("after reap: record kept %v (want true), tombstone kept %v (want false)", exists(rec.file), exists(tomb.file))
 	}
 	if !exists(live.file) {
 		t.Errorf("live pod's record %s removed", live.file)

@@ -159,7 +159,7 @@ func reapOwned(l Leak, opts ReapOptions) (ReapResult, error) {
 	case !deleted:
 		r.Action = ActionGone
 	}
-	removed, why, err := dropIfEmpty(opts.Store, o.File, rec)
+	removed, why, err := dropIfEmpty(opts.Store, o, rec)
 	if err != nil {
 		return r, err
 	}
@@ -181,8 +181,14 @@ func recordedLink(rec record.Record, l Leak) (hostlink.Identity, bool) {
 	return hostlink.Identity{}, false
 }
 
-// dropIfEmpty removes the state file once none of rec's host links exists.
-func dropIfEmpty(st *store.Store, file string, rec record.Record) (bool, string, error) {
+// dropIfEmpty removes a tombstone once none of its host links exists. A live
+// record is never removed here: its DEL or GC still has work only they do
+// (pod-IP routes and rules, the netns pin, the lock).
+func dropIfEmpty(st *store.Store, o *Owner, rec record.Record) (bool, string, error) {
+	file := o.File
+	if o.Kind != "tombstone" {
+		return false, "record kept: DEL or GC of the attachment finishes its cleanup (routes, rules, pin)", nil
+	}
 	for _, h := range rec.HostLinks {
 		_, err := hostlink.Verify(h)
 		if errors.Is(err, hostlink.ErrGone) {

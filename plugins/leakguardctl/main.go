@@ -10,8 +10,9 @@
 // re-checked after --recheck (default 200ms). Mounts under --pin-dir do not
 // count, so a netns kept only by leakguard's own pin shows up.
 // reap deletes what scan finds: by default only links a leakguard record or
-// tombstone owns (verified against the recorded identity, then the state
-// file is dropped once its links are gone); --all-orphans also deletes
+// tombstone owns (verified against the recorded identity; a tombstone is
+// dropped once its links are gone, a live record is kept for the DEL or GC
+// that also removes its routes, rules and pin); --all-orphans also deletes
 // unrecorded ones after re-verifying name, MAC, kind, link-netnsid and peer
 // ifindex; --dry-run deletes nothing.
 //

@@ -339,8 +339,8 @@ func TestReap(t *testing.T) {
 	}
 	n.mustHave("lgc-live")
 
-	// The owned leak's record is gone, the live pod's record stays; a pin
-	// no record names is listed as stray.
+	// Both records stay (the owned leak's for its DEL or GC to finish:
+	// routes, rules, pin); a pin no record names is listed as stray.
 	pinDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(pinDir, "stray"), nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -359,8 +359,8 @@ func TestReap(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &recs); code != 0 || err != nil {
 		t.Fatalf("records --json: exit %d, %v\n%s", code, err, out)
 	}
-	if len(recs.Entries) != 1 || recs.Entries[0].ContainerID != "ctr-live" || recs.Entries[0].Kind != "record" {
-		t.Errorf("records after reap = %+v; want only ctr-live's record", recs.Entries)
+	if len(recs.Entries) != 2 || recs.Entries[0].Kind != "record" || recs.Entries[1].Kind != "record" {
+		t.Errorf("records after reap = %+v; want ctr-live's and ctr-owned's records", recs.Entries)
 	}
 	if len(recs.StrayPins) != 1 || recs.StrayPins[0].Path != filepath.Join(pinDir, "stray") || recs.StrayPins[0].Netns != nil {
 		t.Errorf("stray pins = %+v; want %s/stray holding no netns", recs.StrayPins, pinDir)
