@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func newFixtureWithHost(t *testing.T, hostName string) *fixture {
 	f := &fixture{
 		t:        t,
 		node:     nsutil.NewNS(t),
-		stateDir: t.TempDir(),
+		stateDir: filepath.Join(t.TempDir(), "state"),
 		plugin:   guard.New(io.Discard),
 		cid:      fmt.Sprintf("ctr-%d", time.Now().UnixNano()),
 	}

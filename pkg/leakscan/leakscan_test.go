@@ -209,7 +209,7 @@ func exists(path string) bool {
 // nothing in a dry run, and never a live pod's link.
 func TestOwnersAndReap(t *testing.T) {
 	node := nsutil.NewNS(t)
-	st, err := store.Open(t.TempDir())
+	st, err := store.Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestOwnersAndReap(t *testing.T) {
 // remove the pin first.
 func TestReapKeepsPinnedRecord(t *testing.T) {
 	node := nsutil.NewNS(t)
-	st, err := store.Open(t.TempDir())
+	st, err := store.Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}

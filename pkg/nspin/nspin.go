@@ -229,9 +229,9 @@ func ensureDir(pinDir string) error {
 		return fmt.Errorf("pin dir %s is not a directory", pinDir)
 	}
 	if fi.Mode().Perm() != 0o700 {
-		if err := os.Chmod(pinDir, 0o700); err != nil {
-			return fmt.Errorf("restrict pin dir: %w", err)
-		}
+		// Never chmod an existing directory (a mistyped pinDir such as
+		// /run would be locked down); Remove only trusts 0700 pin dirs.
+		return fmt.Errorf("pin dir %s has mode %#o: it must be a dedicated 0700 directory", pinDir, fi.Mode().Perm())
 	}
 	d, err := os.Open(pinDir)
 	if err != nil {

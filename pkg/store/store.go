@@ -27,8 +27,10 @@ type Store struct {
 	bootID string
 }
 
-// Open creates dir (0700) if needed, tightens its mode if it is wider, and
-// returns a Store bound to the current boot.
+// Open creates dir (0700) if needed and returns a Store bound to the current
+// boot. An existing dir must already be private (no group or other access):
+// it is never chmodded, so a mistyped stateDir such as /tmp or /run is
+// refused rather than locked down.
 func Open(dir string) (*Store, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("state dir %q is not absolute", dir)
@@ -46,10 +48,8 @@ func Open(dir string) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("state dir %s is not a directory", dir)
 	}
-	if fi.Mode().Perm() != 0o700 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("restrict state dir mode: %w", err)
-		}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("state dir %s has mode %#o: it must be private to root (0700); use a dedicated directory", dir, fi.Mode().Perm())
 	}
 	boot, err := record.CurrentBootID()
 	if err != nil {

@@ -62,10 +62,17 @@ func TestFileNamesCannotEscape(t *testing.T) {
 }
 
 func TestModesAndAtomicReplace(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	shared := filepath.Join(t.TempDir(), "shared")
+	if err := os.MkdirAll(shared, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := Open(shared); err == nil || !strings.Contains(err.Error(), "0700") {
+		t.Fatalf("an existing non-private dir must be refused, got %v", err)
+	}
+	if fi, _ := os.Stat(shared); fi.Mode().Perm() != 0o755 {
+		t.Fatalf("a refused dir must not be chmodded: %v", fi.Mode().Perm())
+	}
+	dir := filepath.Join(t.TempDir(), "state")
 	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +103,7 @@ func TestModesAndAtomicReplace(t *testing.T) {
 }
 
 func TestLoadDiscardsBadRecords(t *testing.T) {
-	s, err := Open(t.TempDir())
+	s, err := Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +135,7 @@ func TestLoadDiscardsBadRecords(t *testing.T) {
 // The lock excludes concurrent holders of one attachment, never blocks other
 // attachments, and survives Release(remove) races.
 func TestLockExclusion(t *testing.T) {
-	s, err := Open(t.TempDir())
+	s, err := Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +186,7 @@ func TestLockExclusion(t *testing.T) {
 }
 
 func TestRemoveStaleTemps(t *testing.T) {
-	s, err := Open(t.TempDir())
+	s, err := Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}

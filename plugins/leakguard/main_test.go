@@ -98,7 +98,7 @@ func run(node ns.NetNS, cmd, cid, netns string, conf []byte) (stdout, stderr []b
 // pods' are left to the main plugin (a tombstone each), nothing else remains.
 func TestConcurrentAddDel64(t *testing.T) {
 	node := nsutil.NewNS(t)
-	state := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
 	const n = 64
 	pods := make([]*pod, n)
 	for i := range pods {
@@ -170,7 +170,7 @@ func TestConcurrentAddDel64(t *testing.T) {
 // under a record name is complete and valid.
 func TestAddKilledMidWriteLeavesNoPartialRecord(t *testing.T) {
 	node := nsutil.NewNS(t)
-	state := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
 	p := newPod(t, node, 0)
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	killed := 0
@@ -208,7 +208,7 @@ func TestAddKilledMidWriteLeavesNoPartialRecord(t *testing.T) {
 func TestErrorsAreCNIJSON(t *testing.T) {
 	node := nsutil.NewNS(t)
 	p := newPod(t, node, 0)
-	state := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
 	var bad map[string]any
 	_ = json.Unmarshal(p.conf(state), &bad)
 	bad["logLevel"] = "chatty"
@@ -243,7 +243,7 @@ func TestErrorsAreCNIJSON(t *testing.T) {
 // veth by identity, and leaves the host's links alone.
 func TestDelWithHostNetnsPathSucceeds(t *testing.T) {
 	node := nsutil.NewNS(t)
-	state := t.TempDir()
+	state := filepath.Join(t.TempDir(), "state")
 	p := newPod(t, node, 0)
 	if out, stderr, err := run(node, "ADD", p.cid, p.path, p.conf(state)); err != nil {
 		t.Fatalf("ADD: %v %s %s", err, out, stderr)
