@@ -76,9 +76,14 @@ func (r *reachView) Reachable(id nsident.Identity) bool { return r.set.Reachable
 
 func (r *reachView) NSIDReachable(nsid int) (bool, error) {
 	if r.nsids == nil {
-		m, err := nsreach.NSIDs(r.set)
+		m, unresolved, err := nsreach.NSIDs(r.set)
 		if err != nil {
 			return false, err
+		}
+		if unresolved > 0 {
+			// Some netns could not be reopened: any nsid might be one of
+			// them, so none can be proved unreachable now.
+			return false, fmt.Errorf("%d reachable netns vanished while being resolved", unresolved)
 		}
 		r.nsids = m
 	}

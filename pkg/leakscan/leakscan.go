@@ -196,7 +196,10 @@ func candidates(ropts nsreach.Options, prev map[int]Leak) (map[int]Leak, nsreach
 	if err != nil {
 		return nil, nil, fmt.Errorf("walk reachable namespaces: %w", err)
 	}
-	nsids, err := nsreach.NSIDs(reach)
+	// A netns whose references all vanished meanwhile is missing from
+	// nsids; its links may show up as candidates here, and the re-check
+	// (a fresh walk) keeps them only if they are still unreachable then.
+	nsids, _, err := nsreach.NSIDs(reach)
 	if err != nil {
 		return nil, nil, fmt.Errorf("map reachable namespaces to nsids: %w", err)
 	}

@@ -19,25 +19,43 @@ import (
 // So a reachable netns without an nsid has no host link pointing into it and
 // is simply absent from the result. A netns whose reference vanished between
 // the walk and this call is skipped as well.
-func NSIDs(set Set) (map[int]nsident.Identity, error) {
+//
+// Each netns is opened through its first reference that still leads to it
+// (the walk keeps a few per netns: a process seen first may have exited
+// since). unresolved counts the netns none of whose references still leads
+// to it: they may have become unreachable, or be reached only in ways the
+// walk did not see; callers must not take their absence from the map as
+// proof of unreachability.
+func NSIDs(set Set) (nsids map[int]nsident.Identity, unresolved int, err error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return nil, 0, fmt.Errorf("open netlink: %w", err)
 	}
 	defer h.Close()
 	out := make(map[int]nsident.Identity, len(set))
-	for _, ref := range set {
-		id, nsid, err := nsidOf(h, ref.Path)
-		if err != nil {
-			return nil, err
+	for want, ref := range set {
+		resolved := false
+		for _, r := range append([]Ref{ref}, ref.Alternates...) {
+			id, nsid, err := nsidOf(h, r.Path)
+			if err != nil {
+				return nil, 0, err
+			}
+			// The path may now lead elsewhere (a reused pid, a remounted
+			// path): what counts is the namespace actually opened.
+			if id != want {
+				continue
+			}
+			resolved = true
+			if nsid >= 0 {
+				out[nsid] = id
+			}
+			break
 		}
-		// The path may now lead elsewhere (a reused pid, a remounted
-		// path): what counts is the namespace actually opened.
-		if nsid >= 0 && !id.IsZero() {
-			out[nsid] = id
+		if !resolved {
+			unresolved++
 		}
 	}
-	return out, nil
+	return out, unresolved, nil
 }
 
 func nsidOf(h *netlink.Handle, path string) (nsident.Identity, int, error) {

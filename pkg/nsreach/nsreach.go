@@ -46,7 +46,13 @@ type Ref struct {
 	// PID is the process through which Path goes (0 for a mount in our own
 	// mount namespace).
 	PID int `json:"pid,omitempty"`
+	// Alternates are further ways to reach the same netns (a few at most),
+	// tried when this one vanished before the netns could be opened.
+	Alternates []Ref `json:"-"`
 }
+
+// maxAlternates bounds the references kept per netns beyond the first.
+const maxAlternates = 4
 
 // Set maps every reachable netns to one way of reaching it.
 type Set map[nsident.Identity]Ref
@@ -174,8 +180,13 @@ func (w *walker) pids() ([]int, error) {
 }
 
 func (w *walker) add(id nsident.Identity, r Ref) {
-	if _, ok := w.set[id]; !ok {
+	first, ok := w.set[id]
+	switch {
+	case !ok:
 		w.set[id] = r
+	case len(first.Alternates) < maxAlternates:
+		first.Alternates = append(first.Alternates, r)
+		w.set[id] = first
 	}
 }
 

@@ -3,6 +3,7 @@ package nsreach_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,9 +117,12 @@ func TestNSIDsMapsHostNsidToNetns(t *testing.T) {
 		if !set.Reachable(linked.ID) {
 			return fmt.Errorf("pod netns %v not reachable", linked.ID)
 		}
-		ids, err := nsreach.NSIDs(set)
+		ids, unresolved, err := nsreach.NSIDs(set)
 		if err != nil {
 			return err
+		}
+		if unresolved != 0 {
+			return fmt.Errorf("%d netns unresolved on a quiet node", unresolved)
 		}
 		if got, ok := ids[linked.Host.NetNSID]; !ok || got != linked.ID {
 			return fmt.Errorf("nsid %d maps to %v (%v); want the pod netns %v", linked.Host.NetNSID, got, ok, linked.ID)
@@ -148,5 +152,57 @@ func TestParseMountinfo(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("ParseMountinfo = %+v\nwant %+v", got, want)
+	}
+}
+
+// A netns reached first through a process that exits before NSIDs runs is
+// still resolved through its other references (here its mount); one whose
+// only reference vanished is counted unresolved, never silently dropped.
+func TestNSIDsSurviveAVanishedReference(t *testing.T) {
+	node := nsutil.NewNS(t)
+	pod := scantest.NewPod(t, node, "lgr-alt")
+	procOnly := scantest.NewPod(t, node, "lgr-proc")
+	start := func(n ns.NetNS) *exec.Cmd {
+		c := exec.Command("sleep", "60")
+		if err := n.Do(func(ns.NetNS) error { return c.Start() }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		return c
+	}
+	first := start(pod.NS)
+	only := start(procOnly.NS)
+	nsutil.LeakByFD(t, procOnly.NS) // drop its path...
+	_ = procOnly.NS.Close()         // ...and our fd: the process alone holds it
+
+	err := node.Do(func(ns.NetNS) error {
+		set, err := nsreach.Reachable(nsreach.Options{Unreadable: tolerate(t)})
+		if err != nil {
+			return err
+		}
+		if r := set[pod.ID]; r.Via != nsreach.ViaProcess || len(r.Alternates) == 0 {
+			return fmt.Errorf("pod netns should be reached first through its process, with alternates: %+v", r)
+		}
+		if !set.Reachable(procOnly.ID) {
+			return fmt.Errorf("process-held netns not reachable")
+		}
+		for _, c := range []*exec.Cmd{first, only} {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+		ids, unresolved, err := nsreach.NSIDs(set)
+		if err != nil {
+			return err
+		}
+		if got, ok := ids[pod.Host.NetNSID]; !ok || got != pod.ID {
+			return fmt.Errorf("pod netns lost with its first reference: nsid %d -> %v (%v)", pod.Host.NetNSID, got, ok)
+		}
+		if unresolved != 1 {
+			return fmt.Errorf("unresolved = %d, want 1 (the netns whose only process exited)", unresolved)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
