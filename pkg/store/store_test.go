@@ -219,3 +219,38 @@ func TestRemoveStaleTemps(t *testing.T) {
 		t.Fatalf("records are never temp files: %v %v", r, err)
 	}
 }
+
+// The crash window of Save, made deterministic: a writer that dies after
+// writing its temp file (fully or partly) and before the rename leaves the
+// previous record intact, and the temp file is never read as a record.
+func TestCrashBeforeRenameKeepsPreviousRecord(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := record.Key{Network: "n", ContainerID: "c", IfName: "eth0"}
+	old := newRecord(k)
+	old.IPs = []string{"10.0.0.1/32"}
+	if err := s.Save(old); err != nil {
+		t.Fatal(err)
+	}
+	next := newRecord(k)
+	next.IPs = []string{"10.0.0.2/32"}
+	b, err := encode(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{len(b), len(b) / 2, 1} { // complete and torn temp files
+		if _, err := writeTemp(s.Dir(), b[:n], false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Load(k)
+	if err != nil || got == nil || len(got.IPs) != 1 || got.IPs[0] != "10.0.0.1/32" {
+		t.Fatalf("after a crash before rename Load = %+v, %v; want the previous record", got, err)
+	}
+	recs, _, problems := s.Entries()
+	if len(recs) != 1 || len(problems) != 0 {
+		t.Fatalf("Entries = %d records, problems %v; temp files must be invisible", len(recs), problems)
+	}
+}
