@@ -272,14 +272,18 @@ func findOwner(l Leak, entries []store.Entry, kind string) *Owner {
 	return nil
 }
 
-// OpenStoreIfExists opens the state dir read-mostly: a missing dir means
-// "nothing recorded" and is not created.
-func OpenStoreIfExists(dir string) (*store.Store, error) {
+// OpenStoreIfExists opens the state dir if it exists: a missing dir means
+// "nothing recorded" and is not created. readOnly (scan, records) never
+// changes a file; reap needs to drop tombstones.
+func OpenStoreIfExists(dir string, readOnly bool) (*store.Store, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("state dir %q is not absolute", dir)
 	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
+	}
+	if readOnly {
+		return store.OpenReadOnly(dir)
 	}
 	return store.Open(dir)
 }

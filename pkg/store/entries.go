@@ -121,6 +121,9 @@ func (s *Store) loadFile(path string) (*record.Record, error) {
 	if err != nil {
 		return nil, s.quarantine(path, err.Error())
 	}
+	if r.BootID != s.bootID && s.readOnly {
+		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID), Kept: true}
+	}
 	if r.BootID != s.bootID {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove %s of boot %s: %w", path, r.BootID, err)
@@ -135,6 +138,9 @@ func (s *Store) loadFile(path string) (*record.Record, error) {
 // that listing order is age order; several tombstones of one key may exist
 // (one per sandbox that used it). The caller must hold the lock.
 func (s *Store) Tombstone(k record.Key) (string, error) {
+	if s.readOnly {
+		return "", errReadOnly
+	}
 	dir := filepath.Join(s.dir, tombDir)
 	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
 		return "", fmt.Errorf("create tombstone dir: %w", err)
@@ -185,6 +191,9 @@ func (s *Store) Rewrite(path string, r *record.Record) error {
 
 // RemoveFile removes a record or tombstone listed by Entries.
 func (s *Store) RemoveFile(path string) error {
+	if s.readOnly {
+		return errReadOnly
+	}
 	if !s.owns(path) {
 		return fmt.Errorf("%s is not in the state dir", path)
 	}

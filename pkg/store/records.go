@@ -20,9 +20,13 @@ type DiscardedError struct {
 	Path    string
 	Reason  string
 	MovedTo string // empty when the file was removed
+	Kept    bool   // a read-only store left the file as it was
 }
 
 func (e *DiscardedError) Error() string {
+	if e.Kept {
+		return fmt.Sprintf("record %s not usable (%s); left in place (read-only)", e.Path, e.Reason)
+	}
 	if e.MovedTo != "" {
 		return fmt.Sprintf("record %s discarded (%s); moved to %s", e.Path, e.Reason, e.MovedTo)
 	}
@@ -47,6 +51,9 @@ func (s *Store) Load(k record.Key) (*record.Record, error) {
 	if r.Key != k {
 		return nil, s.quarantine(path, fmt.Sprintf("holds key %s, expected %s", r.Key, k))
 	}
+	if r.BootID != s.bootID && s.readOnly {
+		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID), Kept: true}
+	}
 	if r.BootID != s.bootID {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove record of boot %s: %w", r.BootID, err)
@@ -69,6 +76,9 @@ func (s *Store) decode(b []byte) (*record.Record, error) {
 
 // quarantine moves a bad record aside, keeping it for inspection.
 func (s *Store) quarantine(path, reason string) error {
+	if s.readOnly {
+		return &DiscardedError{Path: path, Reason: reason, Kept: true}
+	}
 	to := path + corruptTag + strconv.FormatInt(time.Now().UnixNano(), 10)
 	if err := os.Rename(path, to); err != nil {
 		return fmt.Errorf("move aside bad record %s (%s): %w", path, reason, err)
@@ -86,6 +96,9 @@ func (s *Store) Save(r *record.Record) error {
 // tmpfs), renames it over path and fsyncs the directory. A crash at any point
 // leaves either the old file or the new one, never a partial file at path.
 func (s *Store) writeAtomic(path string, r *record.Record) error {
+	if s.readOnly {
+		return errReadOnly
+	}
 	r.Schema = record.Schema
 	r.BootID = s.bootID
 	b, err := encode(r)
@@ -121,6 +134,9 @@ func syncDir(dir string) error {
 
 // Remove forgets the attachment's record. A missing record is not an error.
 func (s *Store) Remove(k record.Key) error {
+	if s.readOnly {
+		return errReadOnly
+	}
 	if err := os.Remove(s.recordPath(k)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove record %s: %w", k, err)
 	}

@@ -23,8 +23,33 @@ const (
 
 // Store is a directory of records. It holds no mutable state of its own.
 type Store struct {
-	dir    string
-	bootID string
+	dir      string
+	bootID   string
+	readOnly bool
+}
+
+// errReadOnly is returned by writes to a store opened with OpenReadOnly.
+var errReadOnly = errors.New("state store opened read-only")
+
+// OpenReadOnly opens an existing state dir for inspection only: nothing is
+// created, written, moved aside or removed (unusable files are reported and
+// left in place). For tools such as `leakguardctl scan`.
+func OpenReadOnly(dir string) (*Store, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("state dir %q is not absolute", dir)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("stat state dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("state dir %s is not a directory", dir)
+	}
+	boot, err := record.CurrentBootID()
+	if err != nil {
+		return nil, err
+	}
+	return &Store{dir: dir, bootID: boot, readOnly: true}, nil
 }
 
 // Open creates dir (0700) if needed and returns a Store bound to the current

@@ -254,3 +254,42 @@ func TestCrashBeforeRenameKeepsPreviousRecord(t *testing.T) {
 		t.Fatalf("Entries = %d records, problems %v; temp files must be invisible", len(recs), problems)
 	}
 }
+
+// A read-only store reports unusable files but never moves, removes or
+// writes anything.
+func TestReadOnlyStoreChangesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := record.Key{Network: "n", ContainerID: "c", IfName: "eth0"}
+	if err := s.Save(newRecord(k)); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad_x_eth0.json")
+	if err := os.WriteFile(bad, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, problems := ro.Entries()
+	var d *DiscardedError
+	if len(recs) != 1 || len(problems) != 1 || !errors.As(problems[0], &d) || !d.Kept {
+		t.Fatalf("Entries = %d records, problems %v; want 1 and the bad file reported as kept", len(recs), problems)
+	}
+	if _, err := os.Stat(bad); err != nil {
+		t.Fatalf("a read-only store moved the bad file: %v", err)
+	}
+	if err := ro.Save(newRecord(k)); err == nil {
+		t.Fatal("Save on a read-only store must fail")
+	}
+	if err := ro.Remove(k); err == nil {
+		t.Fatal("Remove on a read-only store must fail")
+	}
+	if _, err := OpenReadOnly(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("OpenReadOnly must not create a missing dir")
+	}
+}

@@ -136,8 +136,10 @@ func helpOK(err error) error {
 	return err
 }
 
-func (c *common) scan() (*leakscan.Report, *store.Store, error) {
-	st, err := leakscan.OpenStoreIfExists(c.stateDir)
+// scan runs a scan; readOnly opens the state dir without ever changing it
+// (scan itself), reap opens it writable to drop reaped tombstones.
+func (c *common) scan(readOnly bool) (*leakscan.Report, *store.Store, error) {
+	st, err := leakscan.OpenStoreIfExists(c.stateDir, readOnly)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -161,7 +163,7 @@ func scan(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return helpOK(err)
 	}
-	rep, _, err := c.scan()
+	rep, _, err := c.scan(true)
 	if err != nil {
 		if prom != "" {
 			_ = report.WriteFileAtomic(prom, report.PrometheusFailure(time.Now()))
@@ -196,7 +198,7 @@ func reap(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return helpOK(err)
 	}
-	rep, st, err := c.scan()
+	rep, st, err := c.scan(false)
 	if err != nil {
 		return err
 	}
@@ -226,7 +228,7 @@ func records(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return helpOK(err)
 	}
-	st, err := leakscan.OpenStoreIfExists(c.stateDir)
+	st, err := leakscan.OpenStoreIfExists(c.stateDir, true)
 	if err != nil {
 		return err
 	}
