@@ -138,7 +138,9 @@ func reapOwned(l Leak, opts ReapOptions) (ReapResult, error) {
 	if err != nil {
 		return ReapResult{}, fmt.Errorf("lock attachment %s: %w", rec.Key, err)
 	}
-	defer lock.Release(false)
+	// Leave no lock file behind for an attachment without a live record
+	// (reaping a tombstone after its DEL).
+	defer func() { lock.Release(!opts.Store.HasRecordNamed(rec.Key.Name())) }()
 	if _, err := os.Stat(o.File); errors.Is(err, os.ErrNotExist) {
 		return ReapResult{Action: ActionSkipped, Reason: fmt.Sprintf("%s %s vanished meanwhile (DEL or GC ran)", o.Kind, o.File)}, nil
 	}
