@@ -177,3 +177,18 @@ func TestBindMountsOver(t *testing.T) {
 		t.Fatalf("got %q want %q", got, want)
 	}
 }
+
+func TestMountPoints(t *testing.T) {
+	s := privileged()
+	s.Mounts = []specs.Mount{
+		{Destination: "/proc", Type: "proc"},
+		{Destination: "srv//gss/", Type: "bind"},
+		{Destination: "/etc/../srv/x", Type: "none", Options: []string{"ro", "rbind"}},
+		{Destination: "/data", Type: "tmpfs", Options: []string{"binder"}},
+	}
+	got := (&Container{Spec: s}).MountPoints()
+	want := []MountPoint{{"/proc", false}, {"/srv/gss", true}, {"/srv/x", true}, {"/data", false}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v want %+v", got, want)
+	}
+}

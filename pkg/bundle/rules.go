@@ -64,9 +64,32 @@ func sameFile(a, b string) (bool, error) {
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
 
+// MountPoint is one entry of config.json mounts as the hook needs it.
+type MountPoint struct {
+	// Destination is the path in the container, made absolute and clean.
+	// It is where the runtime mounts only if no symlink in the image
+	// redirects it: resolve it in the rootfs (inroot.Root.Resolve).
+	Destination string
+	// Bind is set for bind mounts (type bind or rbind, or option bind or
+	// rbind): their content comes from the host.
+	Bind bool
+}
+
+// MountPoints lists config.json mounts in order, the order the runtime
+// mounts them in.
+func (c *Container) MountPoints() []MountPoint {
+	out := make([]MountPoint, 0, len(c.Spec.Mounts))
+	for _, m := range c.Spec.Mounts {
+		out = append(out, MountPoint{Destination: path.Clean("/" + m.Destination), Bind: isBind(m)})
+	}
+	return out
+}
+
 // BindMountsOver lists the destinations of bind mounts that cover dir (an
 // absolute path in the container) or anything below it: a mount on dir, on
-// one of its parents, or on a file or directory inside it.
+// one of its parents, or on a file or directory inside it. This compares
+// paths as written; an in-image symlink can make a destination land
+// elsewhere, so the hook resolves MountPoints in the rootfs instead.
 func (c *Container) BindMountsOver(dir string) []string {
 	dir = path.Clean("/" + dir)
 	var out []string

@@ -14,7 +14,9 @@ func TestIsTrue(t *testing.T) {
 	truths := []string{"1", "on", "ON", "On", "true", "TRUE", "True", "yes", "YES", "Yes", "yEs",
 		" yes", "yes ", "\tyes\t", " \t on \t ", "yes\r"}
 	lies := []string{"", "0", "off", "false", "no", "NO", "y", "ye", "t", "2", "01", "yes!", "yes # comment",
-		"yes;", "yes ; c", "'yes'", `"yes"`, "enabled", "y e s", "yes\\", "no yes", "\u00a0yes"}
+		"yes;", "yes ; c", "'yes'", `"yes"`, "enabled", "y e s", "yes\\", "no yes", "\u00a0yes",
+		// Only ASCII letters fold, as in strcasecmp: not LONG S, KELVIN SIGN, dotted I.
+		"ye\u017f", "YE\u017f", "tru\u0130", "\u212Aon"}
 	for _, v := range truths {
 		if !IsTrue(v) {
 			t.Errorf("IsTrue(%q) = false, gssproxy reads it as true", v)
@@ -70,6 +72,11 @@ func TestDisable(t *testing.T) {
 		{"comments", "# kernel_nfsd = yes\n; kernel_nfsd = yes\n  # kernel_nfsd = yes\n#kernel_nfsd=1\n", "", 0},
 		{"other keys", "kernel_nfsd_x = yes\nxkernel_nfsd = yes\nkernel nfsd = yes\nkernel_nfsd yes\n[kernel_nfsd = yes]\n", "", 0},
 		{"value on next line", "kernel_nfsd =\n   yes\n", "", 0},
+		// gssproxy compares keys with ASCII strcasecmp; Unicode case folding
+		// (LONG S folds to s, KELVIN SIGN to k) does not apply.
+		{"long s in key", "kernel_nf\u017fd = yes\n", "", 0},
+		{"kelvin sign in key", "\u212Aernel_nfsd = yes\n", "", 0},
+		{"kelvin sign and long s in upper-case key", "\u212AERNEL_NF\u017fD = yes\n", "", 0},
 		{"empty", "", "", 0},
 	}
 	for _, tt := range tests {

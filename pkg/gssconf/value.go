@@ -9,14 +9,38 @@ const Key = "kernel_nfsd"
 const blanks = " \t\r\v\f"
 
 // IsTrue reports whether gssproxy reads value as true: 1, on, true or yes,
-// case-insensitive, surrounding blanks trimmed. Anything else is false,
-// including "yes # comment": the parser has no inline comments.
+// ASCII case-insensitive (strcasecmp), surrounding blanks trimmed. Anything
+// else is false, including "yes # comment": the parser has no inline comments.
 func IsTrue(value string) bool {
-	switch strings.ToLower(strings.Trim(value, blanks)) {
-	case "1", "on", "true", "yes":
-		return true
+	v := strings.Trim(value, blanks)
+	for _, t := range []string{"1", "on", "true", "yes"} {
+		if asciiEqualFold(v, t) {
+			return true
+		}
 	}
 	return false
+}
+
+// asciiEqualFold is strcasecmp in the C locale: only A-Z and a-z are folded.
+// strings.EqualFold is not: it also folds U+212A KELVIN SIGN to k and U+017F
+// LONG S to s, which gssproxy does not.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if asciiLower(a[i]) != asciiLower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func asciiLower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // Assignment is one "kernel_nfsd = value" line.
@@ -35,7 +59,7 @@ func parseLine(line string) int {
 		return -1
 	}
 	eq := strings.IndexByte(line, '=')
-	if eq < 0 || !strings.EqualFold(strings.Trim(line[:eq], blanks), Key) {
+	if eq < 0 || !asciiEqualFold(strings.Trim(line[:eq], blanks), Key) {
 		return -1
 	}
 	v := eq + 1

@@ -52,6 +52,9 @@ type Result struct {
 	// Ignored lists names gssproxy would skip too (not regular files).
 	Ignored []string
 	Err     error
+	// PolicyErr is why the policy file could not be used; the default
+	// policy was applied instead. Set by the caller that loaded the policy.
+	PolicyErr error
 }
 
 // Run handles one hook invocation: state is the runtime's stdin.
@@ -97,6 +100,9 @@ func (r Result) Log(l *slog.Logger) {
 	case Failed:
 		level = slog.LevelError
 	}
+	if r.PolicyErr != nil && level < slog.LevelWarn {
+		level = slog.LevelWarn
+	}
 	attrs := []slog.Attr{
 		slog.String("id", r.ID),
 		slog.Bool("privileged", r.Privileged),
@@ -117,6 +123,9 @@ func (r Result) Log(l *slog.Logger) {
 	}
 	if r.Err != nil {
 		attrs = append(attrs, slog.String("error", r.Err.Error()))
+	}
+	if r.PolicyErr != nil {
+		attrs = append(attrs, slog.String("policy_error", r.PolicyErr.Error()))
 	}
 	l.LogAttrs(context.Background(), level, "leakguard-hook", attrs...)
 }

@@ -3,6 +3,7 @@ package hook
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"reflect"
 	"strings"
@@ -131,6 +132,23 @@ func TestLogLine(t *testing.T) {
 	}
 	if line["id"] != "ctr-TestLogLine" || line["privileged"] != true || line["decision"] != "edited" ||
 		!reflect.DeepEqual(line["files_changed"], []any{"/etc/gssproxy/gssproxy.conf"}) || line["settings_changed"] != 1.0 {
+		t.Fatalf("log line %s", buf.String())
+	}
+}
+
+// TestLogLinePolicyError: a policy file the caller could not use shows up in
+// the container's one line as policy_error, at level WARN at least.
+func TestLogLinePolicyError(t *testing.T) {
+	c := newContainer(t)
+	r := c.run(t, privileged)
+	r.PolicyErr = errors.New(`invalid hook policy "/etc/leakguard/hook.json": mode "x"`)
+	var buf bytes.Buffer
+	r.Log(slog.New(slog.NewJSONHandler(&buf, nil)))
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	if line["decision"] != "clean" || line["level"] != "WARN" || line["policy_error"] != r.PolicyErr.Error() {
 		t.Fatalf("log line %s", buf.String())
 	}
 }

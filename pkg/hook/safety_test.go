@@ -159,9 +159,14 @@ func TestBindMountedConfig(t *testing.T) {
 	})
 }
 
-// TestRealMountNotCrossed: a mount the bundle does not declare (or declares
-// at another path an in-image symlink leads to) is still never written.
-func TestRealMountNotCrossed(t *testing.T) {
+// TestHookNamespaceMountNotCrossed: a mount under the rootfs that exists in
+// the hook's own (host) mount namespace, such as one an operator or another
+// tool set up there before the hook ran, is never written through
+// (RESOLVE_NO_XDEV). This is not how runtimes apply config.json mounts: they
+// mount in the container's mount namespace, which the hook never sees; those
+// are covered by resolving config.json mounts in the image
+// (TestSymlinkIntoBindMount, test/hook TestRuncSymlinkIntoBindMount).
+func TestHookNamespaceMountNotCrossed(t *testing.T) {
 	_, hostFile := hostConfig(t)
 	c := newContainer(t)
 	target := filepath.Join(c.rootfs, "etc/gssproxy/24-nfs-server.conf")

@@ -61,6 +61,33 @@ func Load(path string) (Policy, error) {
 	return parse(path, b)
 }
 
+// LoadOrDefault is Load for the hook, which must never block a container
+// because of its own configuration: when the policy file cannot be used
+// (missing though named explicitly, unreadable, invalid), it returns the
+// error together with Default(), so the caller can report the error and go
+// on. That fallback never fails closed. Its LogFile is kept from the file when
+// the file is a JSON object whose "logFile" is an absolute path, so the report
+// still reaches the log the operator reads.
+func LoadOrDefault(path string) (Policy, error) {
+	p, err := Load(path)
+	if err == nil {
+		return p, nil
+	}
+	p = Default()
+	if path == "" {
+		path = DefaultPath
+	}
+	if b, rerr := os.ReadFile(path); rerr == nil {
+		var hint struct {
+			LogFile string `json:"logFile"`
+		}
+		if json.Unmarshal(b, &hint) == nil && filepath.IsAbs(hint.LogFile) {
+			p.LogFile = hint.LogFile
+		}
+	}
+	return p, err
+}
+
 func parse(path string, b []byte) (Policy, error) {
 	p := Default()
 	dec := json.NewDecoder(bytes.NewReader(b))

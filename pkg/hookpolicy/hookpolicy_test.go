@@ -70,3 +70,33 @@ func TestLoadDefault(t *testing.T) {
 		t.Fatalf("Load(\"\") without %s = %+v, %v", DefaultPath, got, err)
 	}
 }
+
+// TestLoadOrDefault: an unusable policy file gives the default policy (never
+// fail-closed, whatever the file says) plus the error; only its logFile is
+// kept, when it can be read at all.
+func TestLoadOrDefault(t *testing.T) {
+	tests := []struct {
+		name, path, msg string
+		want            Policy
+	}{
+		{"invalid mode, failClosed asked", write(t, `{"mode":"sometimes","failClosed":true,"logFile":"/var/log/h.log"}`),
+			`mode "sometimes"`, Policy{Mode: ModePrivileged, LogFile: "/var/log/h.log"}},
+		{"unknown key", write(t, `{"mdoe":"off","failClosed":true}`), `unknown field "mdoe"`, Default()},
+		{"relative logFile", write(t, `{"logFile":"h.log"}`), `not an absolute path`, Default()},
+		{"not json", write(t, `mode: off`), `invalid character`, Default()},
+		{"missing explicit", filepath.Join(t.TempDir(), "none.json"), `failed to read hook policy`, Default()},
+		{"a directory", t.TempDir(), `failed to read hook policy`, Default()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadOrDefault(tt.path)
+			if err == nil || !strings.Contains(err.Error(), tt.msg) || got != tt.want {
+				t.Fatalf("LoadOrDefault = %+v, %v; want %+v and an error saying %q", got, err, tt.want, tt.msg)
+			}
+		})
+	}
+	valid := Policy{Mode: ModeOff, FailClosed: true, LogFile: "/var/log/h.log"}
+	if got, err := LoadOrDefault(write(t, `{"mode":"off","failClosed":true,"logFile":"/var/log/h.log"}`)); err != nil || got != valid {
+		t.Fatalf("valid policy: %+v, %v", got, err)
+	}
+}

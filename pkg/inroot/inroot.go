@@ -18,12 +18,14 @@ import (
 var ErrNotRegular = errors.New("not a regular file")
 
 // ErrCrossesMount is returned when resolving a path would cross a mount point
-// inside the rootfs: the file may belong to the host (a bind mount), so it is
-// never opened through the container's view.
+// inside the rootfs that exists in the caller's mount namespace: the file may
+// belong to the host, so it is never opened. Mounts a runtime makes in the
+// container's own mount namespace are not visible to the caller and are not
+// caught by this; see Root.Resolve.
 var ErrCrossesMount = errors.New("path crosses a mount point")
 
 // resolveFlags keeps every lookup inside the root, refuses /proc magic links
-// and refuses to leave the rootfs mount.
+// and refuses to leave the rootfs mount (as the caller's namespace sees it).
 const resolveFlags = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV
 
 // Root is an open container rootfs.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +193,82 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	f := newFixture(t)
+	for _, d := range []string{"srv/gss", "usr/etc", "data"} {
+		os.MkdirAll(filepath.Join(f.root, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(f.root, "srv/gss/gssproxy.conf"), nil, 0o644)
+	links := map[string]string{
+		"etc/gssproxy": "/srv/gss",           // absolute, in the root
+		"etc/rel":      "../srv/gss",         // relative
+		"etc/chain":    "/etc/rel/../gss",    // through another link, then ..
+		"etc/up":       "../../../../../srv", // .. above the root stays at the root
+		"etc/host":     f.host,               // a host path is taken inside the root
+		"etc/dangling": "/nonexistent/dir",   // missing target: taken as is
+		"etc/file":     "gssproxy/gssproxy.conf",
+		"loop1":        "/loop2",
+		"loop2":        "loop1",
+		"data/self":    ".",
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(f.root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := f.open(t)
+	tests := []struct{ name, want string }{
+		{"/", "/"},
+		{"/etc", "/etc"},
+		{"etc//./gssproxy/", "/srv/gss"},
+		{"/etc/gssproxy/gssproxy.conf", "/srv/gss/gssproxy.conf"},
+		{"/etc/gssproxy/missing/x", "/srv/gss/missing/x"},
+		{"/etc/rel/gssproxy.conf", "/srv/gss/gssproxy.conf"},
+		{"/etc/chain", "/srv/gss"},
+		{"/etc/up/gss", "/srv/gss"},
+		{"/etc/host/file", filepath.Join(f.host, "file")},
+		{"/etc/dangling", "/nonexistent/dir"},
+		{"/etc/dangling/../x", "/nonexistent/x"},
+		{"/etc/file", "/srv/gss/gssproxy.conf"},
+		{"/etc/file/x", "/srv/gss/gssproxy.conf/x"},
+		{"/../../etc/gssproxy", "/srv/gss"},
+		{"/data/self/self/self", "/data"},
+	}
+	for _, tt := range tests {
+		got, err := r.Resolve(tt.name, nil)
+		if err != nil || got.Path != tt.want || got.Opaque {
+			t.Errorf("Resolve(%q) = %+v, %v; want %q", tt.name, got, err, tt.want)
+		}
+	}
+	if _, err := r.Resolve("/loop1/x", nil); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("symlink loop: err = %v, want ELOOP", err)
+	}
+	f.hostUntouched(t)
+}
+
+// TestResolveOpaque: the walk asks before each lookup and stops at a path
+// whose content is not the image's, following no symlink there.
+func TestResolveOpaque(t *testing.T) {
+	f := newFixture(t)
+	os.MkdirAll(filepath.Join(f.root, "run"), 0o755)
+	os.Symlink("/etc", filepath.Join(f.root, "run/x"))
+	os.Symlink("/run/x/y", filepath.Join(f.root, "etc/z"))
+	r := f.open(t)
+	var asked []string
+	underRun := func(p string) bool { asked = append(asked, p); return p == "/run" || strings.HasPrefix(p, "/run/") }
+	got, err := r.Resolve("/run/x/gssproxy", underRun)
+	if err != nil || got != (Resolved{Path: "/run/x/gssproxy", Opaque: true, At: "/run"}) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	asked = nil
+	got, err = r.Resolve("/etc/z/../a", underRun)
+	if err != nil || got != (Resolved{Path: "/run/x/a", Opaque: true, At: "/run"}) {
+		t.Fatalf("through a link: got %+v, %v", got, err)
+	}
+	if want := []string{"/etc", "/etc/z", "/run"}; !reflect.DeepEqual(asked, want) {
+		t.Fatalf("asked %q, want %q", asked, want)
 	}
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,22 +17,28 @@ import (
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stderr)) }
 
+// run returns the exit code. Only flag errors (2) and an internal error under
+// a policy file read successfully with failClosed: true (1) are non-zero; a
+// policy file that cannot be used is reported and the default policy applies.
 func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	fs := flag.NewFlagSet("leakguard-hook", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "policy file (default "+hookpolicy.DefaultPath+" if it exists)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // usage error in the hook's own command line
 	}
-	policy, err := hookpolicy.Load(*config)
-	if err != nil {
-		fmt.Fprintf(stderr, "leakguard-hook: %v\n", err)
-		return 2
+	policy, policyErr := hookpolicy.LoadOrDefault(*config)
+	if policyErr != nil {
+		fmt.Fprintf(stderr, "leakguard-hook: %v; using the default policy (mode %s, fail-open)\n", policyErr, policy.Mode)
 	}
 	logw, logErr := openLog(policy.LogFile, stderr)
 	defer logw.Close()
 
 	res := hook.Run(stdin, policy)
+	res.PolicyErr = policyErr
 	if logErr != nil && res.Err == nil {
 		res.Decision, res.Err = hook.Failed, logErr
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // busyboxRootfs makes a minimal image: static busybox, and a gssproxy config
@@ -130,5 +131,71 @@ func TestRunc(t *testing.T) {
 				t.Fatalf("container saw:\n%s", seen)
 			}
 		})
+	}
+}
+
+// TestRuncSymlinkIntoBindMount: the image links /etc/gssproxy -> /srv/gss and
+// config.json bind-mounts a host directory at /srv/gss. runc mounts it in the
+// container's mount namespace, which the hook (in the host's) never sees: it
+// sees the image's own /srv/gss under the mount point. The container reads
+// the host's file, so the hook must report a risk and edit neither the
+// image's copy nor the host's file.
+func TestRuncSymlinkIntoBindMount(t *testing.T) {
+	need(t, "runc")
+	b := newBundle(t)
+	busyboxRootfs(t, b)
+	imageCopy := "# image copy\n" + nfsOn
+	hostCopy := "# host copy\n" + nfsOn
+	if err := os.RemoveAll(filepath.Join(b.rootfs, "etc/gssproxy")); err != nil {
+		t.Fatal(err)
+	}
+	b.write(t, "srv/gss/gssproxy.conf", []byte(imageCopy))
+	if err := os.Symlink("/srv/gss", filepath.Join(b.rootfs, "etc/gssproxy")); err != nil {
+		t.Fatal(err)
+	}
+	hostDir := t.TempDir()
+	hostFile := filepath.Join(hostDir, "gssproxy.conf")
+	if err := os.WriteFile(hostFile, []byte(hostCopy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var before unix.Stat_t
+	if err := unix.Stat(hostFile, &before); err != nil {
+		t.Fatal(err)
+	}
+
+	spec := runcSpec(t, b, true)
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/srv/gss", Type: "bind", Source: hostDir, Options: []string{"rbind"}})
+	logFile := filepath.Join(t.TempDir(), "hook.log")
+	h := exampleHooks(t, "../../conf/runc/config-hooks.json")
+	h[0].Path = hookBin
+	h[0].Args = append(h[0].Args, "--config", writePolicy(t, `{"logFile":"`+logFile+`"}`))
+	spec.Hooks = &specs.Hooks{CreateRuntime: h}
+	b.writeSpec(t, spec)
+
+	seen := runRunc(t, b)
+	logged, _ := os.ReadFile(logFile)
+	t.Logf("container saw:\n%shook logged: %s", seen, logged)
+	if seen != hostCopy {
+		t.Fatalf("the container should read the host's file through the link, saw:\n%s", seen)
+	}
+	m := logLine(t, string(logged))
+	risks := fmt.Sprint(m["risks"])
+	if m["decision"] != "risk" || m["level"] != "WARN" || len(m["files_changed"].([]any)) != 0 ||
+		!strings.Contains(risks, "/srv/gss is bind-mounted") {
+		t.Fatalf("hook log %s", logged)
+	}
+	if got := b.read(t, "srv/gss/gssproxy.conf"); got != imageCopy {
+		t.Fatalf("image copy under the mount point changed:\n%s", got)
+	}
+	got, err := os.ReadFile(hostFile)
+	if err != nil || string(got) != hostCopy {
+		t.Fatalf("host file changed: %q %v", got, err)
+	}
+	var after unix.Stat_t
+	if err := unix.Stat(hostFile, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Ino != before.Ino || after.Mtim != before.Mtim || after.Ctim != before.Ctim {
+		t.Fatalf("host file touched: before %+v after %+v", before, after)
 	}
 }
