@@ -235,3 +235,27 @@ func TestReapMany(t *testing.T) {
 		t.Errorf("no states: %v %v", reps, err)
 	}
 }
+
+// The hand-written (un)marshalers keep State's JSON as it was: {} when
+// empty, the full object otherwise, and decode both.
+func TestStateJSONShortcuts(t *testing.T) {
+	b, err := json.Marshal(State{})
+	if err != nil || string(b) != "{}" {
+		t.Fatalf("empty State = %s, %v; want {}", b, err)
+	}
+	full := State{Rules: []Rule{{Family: 2, Priority: 512, Table: 254, Dst: "10.77.0.5/32", PodIP: "10.77.0.5"}}}
+	b, err = json.Marshal(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back State
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Rules) != 1 || back.Rules[0].Priority != 512 {
+		t.Fatalf("round trip of %s = %+v, %v", b, back, err)
+	}
+	for _, in := range []string{"{}", "null", " {} "} {
+		s := full
+		if err := json.Unmarshal([]byte(in), &s); err != nil || !s.Empty() {
+			t.Fatalf("Unmarshal(%q) = %+v, %v; want empty", in, s, err)
+		}
+	}
+}
