@@ -11,4 +11,5 @@ bench=bin/test/gcbench
 node="lg-gcbench-$$"
 ip netns add "$node"
 trap 'ip netns del "$node" 2>/dev/null || true' EXIT
+# shellcheck disable=SC2086 # GCBENCH_ARGS is a list of flags
 ip netns exec "$node" "$bench" -leakguard "$(realpath "$plugin")" ${GCBENCH_ARGS:-}

@@ -27,20 +27,9 @@ for f in "$bin/leakguard" "$bin/test/lgbench" "$cni_bin/bridge" "$cni_bin/host-l
 	[[ -x $f ]] || die "missing $f (run: make bench)"
 done
 
-# A run killed with SIGKILL cannot clean up: remove the netns and temp dir of
-# bench runs whose script is no longer alive (named $prefix-<pid>).
-for n in $(ip netns list | awk -v p="^$prefix-[0-9]+$" '$1 ~ p {print $1}') /tmp/"$prefix"-[0-9]*.*; do
-	[[ -e $n || -e /run/netns/$n ]] || continue
-	pid=${n#*"$prefix"-}
-	pid=${pid%%[!0-9]*}
-	kill -0 "$pid" 2>/dev/null && continue
-	if [[ $n == /tmp/* ]]; then
-		rm -rf "$n"
-	else
-		ip netns del "$n"
-	fi
-	echo "(removed $n, left by an interrupted run)"
-done
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+sweep_stale "$prefix"
 
 outer="$prefix-$$"
 tmp=$(mktemp -d "/tmp/$outer.XXXXXX")

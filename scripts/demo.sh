@@ -53,23 +53,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A run killed with SIGKILL cannot clean up: remove the netns and temp dirs
-# of demo runs whose script is no longer alive (named $prefix-<pid>-...).
-sweep_stale() {
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+# A killed run also leaves cnitool's cached results, which name the run's
+# netns paths, hence the run.
+sweep_stale_demo() {
 	local n pid
-	for n in $(ip netns list | awk -v p="^$prefix-[0-9]+-" '$1 ~ p {print $1}') /tmp/"$prefix"-[0-9]*.*; do
-		[[ -e $n || -e /run/netns/$n ]] || continue
-		pid=${n#*"$prefix"-}
-		pid=${pid%%[!0-9]*}
-		kill -0 "$pid" 2>/dev/null && continue
-		if [[ $n == /tmp/* ]]; then
-			rm -rf "$n"
-		else
-			ip netns del "$n"
-		fi
-		echo "(removed $n, left by an interrupted run)"
-	done
-	# cnitool's cached results name the netns path, hence the run.
+	sweep_stale "$prefix"
 	for n in "$cni_cache/$prefix"-*-cnitool-*; do
 		[[ -e $n ]] || continue
 		pid=$(grep -o "\"netns\":\"/run/netns/$prefix-[0-9]*-" "$n" | grep -o '[0-9]*-$' || true)
@@ -215,7 +205,7 @@ side_by_side() { # left right
 		END { for (i = 1; i <= n; i++) printf "  %-" w "s  %s\n", l[i], r[i] }' "$1" "$2"
 }
 
-sweep_stale
+sweep_stale_demo
 echo "leakguard demo: what a leaked pod netns leaves on a node, without and with leakguard"
 echo "(all namespaces below are throw-away; this machine's interfaces are not touched)"
 
