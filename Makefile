@@ -21,7 +21,7 @@ GOFLAGS_BUILD := -trimpath -ldflags=-s\ -w
 export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
 
-.PHONY: all build test-bins test-deps test vet fmt-check demo bench install clean
+.PHONY: all build test-bins test-deps test vet fmt-check shellcheck demo bench install clean
 
 all: build
 
@@ -45,8 +45,11 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+shellcheck:
+	shellcheck scripts/*.sh .ci/run
+
 # -race needs cgo: tests are built with it, the shipped binaries without.
-test: build test-bins test-deps vet fmt-check
+test: build test-bins test-deps vet fmt-check shellcheck
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 demo: build test-bins test-deps
