@@ -1,7 +1,9 @@
 package guard
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -48,6 +50,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 			inv.log.Error("ADD failed", "err", err)
 			return err
 		}
+	} else if removed, err := nspin.RemoveOrphan(inv.conf.PinDir, nspin.NameFor(inv.key)); removed {
+		// Pinning was turned off since an earlier ADD of this attachment:
+		// the record about to be written no longer names that pin.
+		inv.log.Info("removed netns pin of an earlier ADD (pinNetns is off)")
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		inv.log.Warn("netns pin of an earlier ADD not removed", "err", err)
 	}
 	if err := st.Save(rec); err != nil {
 		if rec.Pin != nil {

@@ -62,7 +62,13 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	case nsident.Alive:
 		log.Info("netns alive: host side left to the main plugin")
 		if rec.Pin != nil {
-			if err := nspin.Remove(*rec.Pin); err != nil {
+			var replaced *nspin.ReplacedError
+			switch err := nspin.Remove(*rec.Pin); {
+			case errors.As(err, &replaced):
+				// Another netns sits at the pin path: not ours to unmount,
+				// and ours is no longer pinned there.
+				log.Warn("pin path holds another netns; left alone", "err", err)
+			case err != nil:
 				// Keep the record: it is what lets GC remove the pin later.
 				log.Error("pin not removed; record kept for GC", "pin", rec.Pin.Path, "err", err)
 				return nil
@@ -73,7 +79,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 			return nil
 		}
 	case nsident.Gone:
-		if left := p.reapGone(log, nil, st, rec); left != nil {
+		if left := p.reapGone(log, nil, rec, otherClaims(st, rec.Key)); left != nil {
 			if err := st.Save(left); err != nil {
 				log.Error("cannot keep record of objects not reaped", "err", err)
 			}

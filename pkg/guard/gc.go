@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/leakguard/leakguard/pkg/nsident"
 	"github.com/leakguard/leakguard/pkg/nspin"
+	"github.com/leakguard/leakguard/pkg/podroute"
 	"github.com/leakguard/leakguard/pkg/record"
 	"github.com/leakguard/leakguard/pkg/store"
 )
@@ -62,8 +65,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	defer nl.Close()
 
-	var errs []error
-	reaped := 0
+	var (
+		errs     []error
+		reaped   = map[record.Key]bool{}
+		routings []podroute.State
+	)
 	for _, e := range recs {
 		r := e.Record
 		if r.Network != inv.conf.Name {
@@ -76,14 +82,18 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		} else if !orphaned(reach, r) {
 			continue
 		}
-		done, err := p.gcRecord(inv, nl, st, r.Key)
+		done, routing, err := p.gcRecord(inv, nl, st, r, !listed, reach)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		if done {
-			reaped++
+			reaped[r.Key] = true
+		}
+		if !routing.Empty() {
+			routings = append(routings, routing)
 		}
 	}
+	errs = append(errs, gcRouting(inv.log, routings, recs, reaped)...)
 	for _, e := range tombs {
 		if e.Record.Network == inv.conf.Name {
 			if err := p.gcTombstone(inv.log, nl, st, e, reach); err != nil {
@@ -97,7 +107,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	} else if n > 0 {
 		inv.log.Info("GC: removed temp files of interrupted writes", "count", n)
 	}
-	inv.log.Info("GC done", "listed", listed, "records", len(recs), "tombstones", len(tombs), "reaped", reaped, "errors", len(errs))
+	inv.log.Info("GC done", "listed", listed, "records", len(recs), "tombstones", len(tombs), "reaped", len(reaped), "errors", len(errs))
 	if len(errs) > 0 {
 		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("GC finished with %d errors", len(errs)), errors.Join(errs...).Error())
 	}
@@ -127,31 +137,65 @@ func orphaned(reach Reachability, r *record.Record) bool {
 	return nsident.Classify(r.NetnsPath, r.Netns).State == nsident.Gone
 }
 
-// gcRecord reaps one stale attachment under its lock.
-func (p *Plugin) gcRecord(inv *invocation, nl *netlink.Handle, st *store.Store, k record.Key) (bool, error) {
+// gcRecord reaps one stale attachment under its lock. listed is the record
+// as the directory walk saw it: if the attachment was re-added since (a new
+// sandbox under the same key), the record found under the lock is another
+// one and is left alone; without a GC list, orphanhood is judged again under
+// the lock. It returns the routing state to reap (GC batches it).
+func (p *Plugin) gcRecord(inv *invocation, nl *netlink.Handle, st *store.Store, listed *record.Record, recheck bool, reach Reachability) (bool, podroute.State, error) {
+	k := listed.Key
 	log := inv.log.With("containerID", k.ContainerID, "ifname", k.IfName)
 	l, err := st.Lock(k, p.LockTimeout)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", k, err)
+		return false, podroute.State{}, fmt.Errorf("%s: %w", k, err)
 	}
 	forgotten := false
 	defer func() { l.Release(forgotten) }()
-	r, err := st.Load(k) // it may have changed since the directory walk
-	if err != nil || r == nil {
-		return false, nil
+	r, err := st.Load(k)
+	switch {
+	case err != nil || r == nil:
+		return false, podroute.State{}, nil
+	case r.Netns != listed.Netns || !r.Created.Equal(listed.Created):
+		log.Info("GC: attachment re-added since the walk; left alone")
+		return false, podroute.State{}, nil
+	case recheck && !orphaned(reach, r):
+		return false, podroute.State{}, nil
 	}
 	log.Info("GC: reaping stale attachment")
-	if left := p.reapGone(log, nl, st, r); left != nil {
+	routing := r.Routing
+	if left := p.reapGone(log, nl, r, nil); left != nil {
 		if err := st.Save(left); err != nil {
-			return false, fmt.Errorf("%s: keep record of objects not reaped: %w", k, err)
+			return false, routing, fmt.Errorf("%s: keep record of objects not reaped: %w", k, err)
 		}
-		return false, fmt.Errorf("%s: some host objects could not be reaped", k)
+		return false, routing, fmt.Errorf("%s: some host objects could not be reaped", k)
 	}
 	if err := st.Remove(k); err != nil {
-		return false, err
+		return false, routing, err
 	}
 	forgotten = true
-	return true, nil
+	return true, routing, nil
+}
+
+// gcRouting reaps the pod-IP routes and rules of all stale attachments with
+// one dump of rules and routes; IPs held by records GC keeps are claimed.
+func gcRouting(log *slog.Logger, routings []podroute.State, recs []store.Entry, reaped map[record.Key]bool) []error {
+	if len(routings) == 0 {
+		return nil
+	}
+	claimed := map[string]bool{}
+	for _, e := range recs {
+		if !reaped[e.Record.Key] {
+			addIPs(claimed, e.Record.IPs)
+		}
+	}
+	reports, err := podroute.ReapMany(routings, func(ip string) bool { return claimed[ip] })
+	for _, rep := range reports {
+		logRouting(log, rep)
+	}
+	if err != nil {
+		return []error{fmt.Errorf("pod-IP routing state: %w", err)}
+	}
+	return nil
 }
 
 // gcTombstone drops a tombstone whose links are gone, and reaps its links
@@ -178,6 +222,13 @@ func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Sto
 // died between pinning and saving). Each is handled under its attachment's
 // lock, so a pin of an ADD in flight is never taken for an orphan.
 func (p *Plugin) gcPins(inv *invocation, st *store.Store) []error {
+	// Only a pin dir inside the state dir (the default) is this store's
+	// alone: a pin dir shared by several state dirs holds pins whose records
+	// GC cannot see. Their DELs still remove them.
+	if rel, err := filepath.Rel(inv.conf.StateDir, inv.conf.PinDir); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		inv.log.Debug("GC: pin dir outside the state dir; stray pins left to their DELs", "pinDir", inv.conf.PinDir)
+		return nil
+	}
 	ents, err := os.ReadDir(inv.conf.PinDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -3,9 +3,11 @@ package guard_test
 import (
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/leakguard/leakguard/pkg/store"
 	"github.com/leakguard/leakguard/test/nsutil"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -125,4 +127,38 @@ func TestGCTombstones(t *testing.T) {
 	if tombs := tombstones(t, f.stateDir); len(tombs) != 0 {
 		t.Fatalf("tombstones should all be dropped: %v", tombs)
 	}
+}
+
+// GC judges a record while walking the state dir, then takes its lock: if
+// the attachment was re-added in between (a new sandbox under the same key),
+// the record under the lock is another one and must be left alone.
+func TestGCLeavesAttachmentReAddedSinceTheWalk(t *testing.T) {
+	leaked := newFixture(t)
+	leaked.plugin.LockTimeout = 10 * time.Second
+	leaked.add("1.1.0")
+	live := leaked.sibling()
+	live.add("1.1.0")
+	nsutil.LeakBySocket(t, leaked.pod)
+
+	st, err := store.Open(leaked.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := st.Lock(leaked.key(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- leaked.gc(nil) }()
+	time.Sleep(time.Second) // GC has walked and waits for the lock
+	r := live.loadRecord()  // a live sandbox, re-added under the leaked key
+	r.Key = leaked.key()
+	if err := st.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	l.Release(false)
+	if err := <-done; err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	live.mustExist(live.hostVeth.Name, live.hostVeth.Index)
 }

@@ -50,8 +50,8 @@ func (f *fixture) moveInENI(hostName, ifname string) net.HardwareAddr {
 
 func (f *fixture) pinFixture() string {
 	f.plugin.Classify = rescue.ClassifierWith("ifb") // no spare NIC here: ifb stands in for an ENI
-	dir := filepath.Join(f.t.TempDir(), "pins")
-	f.extra = map[string]any{"pinNetns": true, "pinDir": dir}
+	dir := filepath.Join(f.stateDir, "netns")        // the default layout: the state dir owns its pins
+	f.extra = map[string]any{"pinNetns": true}
 	// Pinning makes the pin dir a mount point; undo it before TempDir's
 	// removal (cleanups run last-registered first).
 	f.t.Cleanup(func() {
@@ -232,5 +232,28 @@ func TestGCRemovesOrphanPins(t *testing.T) {
 	}
 	if _, err := os.Stat(live.Path); err != nil {
 		t.Fatalf("a live record's pin must stay: %v", err)
+	}
+}
+
+// A pin dir outside the state dir may be shared by several state dirs: GC
+// cannot see their records, so it leaves stray pins there to their DELs.
+func TestGCLeavesPinsOfASharedPinDir(t *testing.T) {
+	f := newFixture(t)
+	f.pinFixture()
+	shared := filepath.Join(t.TempDir(), "shared-pins")
+	t.Cleanup(func() {
+		for unix.Unmount(shared, unix.MNT_DETACH) == nil {
+		}
+	})
+	f.extra = map[string]any{"pinNetns": true, "pinDir": shared}
+	g := f.sibling()
+	g.stateDir = filepath.Join(t.TempDir(), "other-state") // another conflist's state dir
+	g.add("1.1.0")
+	pin := g.loadRecord().Pin
+	if err := f.gc(map[string]any{"cni.dev/valid-attachments": []any{}}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if _, err := os.Stat(pin.Path); err != nil {
+		t.Fatalf("GC of one state dir removed another state dir's pin: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package guard
 import (
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -17,16 +18,18 @@ import (
 
 // reapGone removes what a record says the attachment owns on the host, for
 // an attachment whose netns is gone (unreachable through the runtime's
-// path). Every object is verified first. It returns nil when nothing is left
-// to retry, else the record trimmed to what failed for a reason other than
-// identity (kept for a later DEL or GC).
-func (p *Plugin) reapGone(log *slog.Logger, nl *netlink.Handle, st *store.Store, rec *record.Record) *record.Record {
+// path). Every object is verified first. claimed tells which pod IPs another
+// live attachment holds (their routes and rules are kept); nil leaves the
+// routing state to the caller (GC reaps it for all stale records at once).
+// It returns nil when nothing is left to retry, else the record trimmed to
+// what failed for a reason other than identity (kept for a later DEL or GC).
+func (p *Plugin) reapGone(log *slog.Logger, nl *netlink.Handle, rec *record.Record, claimed func(string) bool) *record.Record {
 	if rec.Pin != nil {
 		p.rescue(log, rec) // clears rec.Pin once the pin is removed
 	}
 	rec.HostLinks = reapLinks(log, nl, rec.HostLinks)
-	if !rec.Routing.Empty() {
-		rep, err := podroute.Reap(rec.Routing, otherClaims(st, rec.Key))
+	if claimed != nil && !rec.Routing.Empty() {
+		rep, err := podroute.Reap(rec.Routing, claimed)
 		logRouting(log, rep)
 		if err != nil {
 			log.Error("pod-IP routing state not fully reaped", "err", err)
@@ -35,7 +38,7 @@ func (p *Plugin) reapGone(log *slog.Logger, nl *netlink.Handle, st *store.Store,
 	if len(rec.HostLinks) > 0 || rec.Pin != nil {
 		// Kept for a later DEL or GC: links that failed, or a pin that
 		// could not be removed (it must not outlive the record).
-		rec.Routing = podroute.State{} // what is left of it was logged as kept
+		rec.Routing = podroute.State{} // reaped, or logged as kept
 		return rec
 	}
 	return nil
@@ -97,16 +100,22 @@ func otherClaims(st *store.Store, self record.Key) func(ip string) bool {
 				if e.Record.Key == self {
 					continue
 				}
-				for _, c := range e.Record.IPs {
-					if a, err := netip.ParsePrefix(c); err == nil {
-						claimed[a.Addr().String()] = true
-					} else if a, err := netip.ParseAddr(c); err == nil {
-						claimed[a.String()] = true
-					}
-				}
+				addIPs(claimed, e.Record.IPs)
 			}
 		}
 		return claimed[ip]
+	}
+}
+
+// addIPs adds the addresses of CNI IP strings ("10.0.0.5/24" or a bare
+// address), in canonical form, to set.
+func addIPs(set map[string]bool, ips []string) {
+	for _, c := range ips {
+		if a, err := netip.ParsePrefix(c); err == nil {
+			set[a.Addr().String()] = true
+		} else if a, err := netip.ParseAddr(c); err == nil {
+			set[a.String()] = true
+		}
 	}
 }
 
@@ -162,8 +171,9 @@ func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record
 }
 
 // A DEL sweeps only once tombstones pile up (GC is the regular collector),
-// and then looks at a bounded number, oldest first: the cost of a DEL never
-// grows with the number of tombstones.
+// and then looks at a bounded window at a random place: the cost of a DEL
+// does not grow with the number of tombstones, and tombstones whose links
+// live on cannot keep the sweep from the others.
 const (
 	sweepAbove = 32
 	sweepMax   = 8
@@ -174,10 +184,11 @@ const (
 // near the number of DELs in flight, so it stays cheap. Tombstones with links
 // left are for GC and the scan, which can tell whether their netns leaked.
 func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
-	if n, err := st.CountTombstones(); err != nil || n <= sweepAbove {
+	n, err := st.CountTombstones()
+	if err != nil || n <= sweepAbove {
 		return
 	}
-	tombs, problems := st.OldestTombstones(sweepMax)
+	tombs, problems := st.TombstonesFrom(rand.IntN(n), sweepMax)
 	for _, err := range problems {
 		log.Warn("tombstone discarded", "reason", err)
 	}

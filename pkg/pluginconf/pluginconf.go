@@ -4,6 +4,7 @@ package pluginconf
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -16,7 +17,11 @@ import (
 // Defaults for the optional fields.
 const (
 	DefaultStateDir = "/run/leakguard"
-	DefaultPinDir   = "/run/leakguard/netns"
+	// DefaultPinDir is where pins go with the default stateDir: pins live in
+	// <stateDir>/netns unless pinDir says otherwise, so that each state dir
+	// owns its pins.
+	DefaultPinDir   = DefaultStateDir + "/" + pinSubdir
+	pinSubdir       = "netns"
 	DefaultLogLevel = "info"
 )
 
@@ -31,7 +36,8 @@ type Config struct {
 	LogFile string `json:"logFile"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel"`
-	// PinNetns bind-mounts the pod netns under PinDir at ADD so that DEL can
+	// PinNetns bind-mounts the pod netns under PinDir (default
+	// <stateDir>/netns) at ADD so that DEL can
 	// still enter it when the runtime's path is gone (rescue). The pin keeps
 	// the netns alive until DEL or GC of the attachment.
 	PinNetns bool   `json:"pinNetns"`
@@ -71,7 +77,7 @@ func Parse(stdin []byte) (*Config, error) {
 		c.LogLevel = DefaultLogLevel
 	}
 	if c.PinDir == "" {
-		c.PinDir = DefaultPinDir
+		c.PinDir = filepath.Join(c.StateDir, pinSubdir)
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -92,17 +98,21 @@ func ParseForDel(stdin []byte) (*Config, []error) {
 	var problems []error
 	c := &Config{}
 	if err := json.Unmarshal(stdin, c); err != nil {
-		problems = append(problems, fmt.Errorf("network configuration: %v; using defaults", err))
-		c = &Config{}
-		if err := json.Unmarshal(stdin, &c.PluginConf); err != nil {
-			return nil, append(problems, err)
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			// encoding/json skipped only the mistyped field(s) and decoded
+			// the rest: keep it, the field falls back to its default.
+			problems = append(problems, fmt.Errorf("network configuration: %v; field left at its default", err))
+		} else {
+			problems = append(problems, fmt.Errorf("network configuration: %v; using defaults", err))
+			c = &Config{}
+			if err := json.Unmarshal(stdin, &c.PluginConf); err != nil {
+				return nil, append(problems, err)
+			}
 		}
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
-	}
-	if c.PinDir == "" {
-		c.PinDir = DefaultPinDir
 	}
 	fix := func(field string, bad bool, val *string, def string) {
 		if bad {
@@ -111,7 +121,10 @@ func ParseForDel(stdin []byte) (*Config, []error) {
 		}
 	}
 	fix("stateDir", !filepath.IsAbs(c.StateDir) || filepath.Clean(c.StateDir) == "/", &c.StateDir, DefaultStateDir)
-	fix("pinDir", !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/", &c.PinDir, DefaultPinDir)
+	if c.PinDir == "" {
+		c.PinDir = filepath.Join(c.StateDir, pinSubdir)
+	}
+	fix("pinDir", !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/", &c.PinDir, filepath.Join(c.StateDir, pinSubdir))
 	fix("logFile", c.LogFile != "" && !filepath.IsAbs(c.LogFile), &c.LogFile, "")
 	_, err := c.Level()
 	fix("logLevel", err != nil && c.LogLevel != "", &c.LogLevel, DefaultLogLevel)

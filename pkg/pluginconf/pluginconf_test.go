@@ -16,6 +16,11 @@ func TestDefaults(t *testing.T) {
 	if c.StateDir != DefaultStateDir || c.PinDir != DefaultPinDir || c.LogLevel != DefaultLogLevel || c.PinNetns || c.LogFile != "" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
+	// Pins follow the state dir unless pinDir is set.
+	c, err = Parse([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":"/run/other"}`))
+	if err != nil || c.PinDir != "/run/other/netns" {
+		t.Fatalf("pinDir = %q, %v; want /run/other/netns", c.PinDir, err)
+	}
 }
 
 // Every invalid value is CNI error 7 naming its field.
@@ -89,6 +94,12 @@ func TestParseForDel(t *testing.T) {
 	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":7}`))
 	if c == nil || c.Name != "n" || c.StateDir != DefaultStateDir || len(problems) == 0 {
 		t.Fatalf("mistyped field: config %+v, problems %v", c, problems)
+	}
+	// A mistyped field elsewhere (a config edited since ADD) must not cost
+	// the custom stateDir: DEL would miss every record.
+	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":"/run/custom","pinNetns":"yes"}`))
+	if c == nil || c.StateDir != "/run/custom" || c.PinDir != "/run/custom/netns" || c.PinNetns || len(problems) != 1 {
+		t.Fatalf("mistyped pinNetns: config %+v, problems %v", c, problems)
 	}
 	if c, _ := ParseForDel([]byte(`[1]`)); c != nil {
 		t.Fatal("a non-object has no config")

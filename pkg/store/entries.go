@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,10 +36,47 @@ func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
 }
 
 // OldestTombstones loads at most max tombstones, oldest first (their names
-// start with their creation time). DEL uses it for a sweep whose cost does
-// not grow with the number of tombstones.
+// start with their creation time).
 func (s *Store) OldestTombstones(max int) ([]Entry, []error) {
 	return s.load(filepath.Join(s.dir, tombDir), tombExt, true, max)
+}
+
+// TombstonesFrom loads at most max tombstones starting at the start-th in
+// age order (wrapping around). DEL sweeps a window that moves from call to
+// call, so tombstones whose links live on cannot shield the others.
+func (s *Store) TombstonesFrom(start, max int) ([]Entry, []error) {
+	dir := filepath.Join(s.dir, tombDir)
+	f, err := os.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
+	}
+	slices.Sort(names)
+	var out []Entry
+	var problems []error
+	for i := 0; i < len(names) && len(out)+len(problems) < max; i++ {
+		n := names[(start+i)%len(names)]
+		if !strings.HasSuffix(n, tombExt) || strings.HasPrefix(n, tmpPrefix) {
+			continue
+		}
+		path := filepath.Join(dir, n)
+		r, err := s.loadFile(path)
+		switch {
+		case err != nil:
+			problems = append(problems, err)
+		case r != nil:
+			asTombstone(r, n)
+			out = append(out, Entry{path, r})
+		}
+	}
+	return out, problems
 }
 
 // RemoveStaleTemps removes temp files older than age: what writers killed
