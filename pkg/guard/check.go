@@ -87,8 +87,3 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
-
-func isTryAgain(err error) bool {
-	var e *types.Error
-	return errors.As(err, &e) && e.Code == types.ErrTryAgainLater
-}

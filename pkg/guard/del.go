@@ -61,18 +61,8 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	case nsident.Alive:
 		log.Info("netns alive: host side left to the main plugin")
-		if rec.Pin != nil {
-			var replaced *nspin.ReplacedError
-			switch err := nspin.Remove(*rec.Pin); {
-			case errors.As(err, &replaced):
-				// Another netns sits at the pin path: not ours to unmount,
-				// and ours is no longer pinned there.
-				log.Warn("pin path holds another netns; left alone", "err", err)
-			case err != nil:
-				// Keep the record: it is what lets GC remove the pin later.
-				log.Error("pin not removed; record kept for GC", "pin", rec.Pin.Path, "err", err)
-				return nil
-			}
+		if rec.Pin != nil && !removePin(log, rec) {
+			return nil // the record is what lets GC remove the pin later
 		}
 		if p.tombstone(log, st, rec) {
 			forgotten = true

@@ -145,3 +145,8 @@ func (p *Plugin) lock(inv *invocation) (*store.Store, *store.Lock, error) {
 	}
 	return st, l, nil
 }
+
+func isTryAgain(err error) bool {
+	var e *types.Error
+	return errors.As(err, &e) && e.Code == types.ErrTryAgainLater
+}

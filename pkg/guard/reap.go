@@ -73,29 +73,37 @@ func (p *Plugin) rescue(log *slog.Logger, rec *record.Record) {
 			pinLog.Error("rescue incomplete", "err", err)
 		}
 	}
-	if err := nspin.Remove(*rec.Pin); err != nil {
-		var replaced *nspin.ReplacedError
-		if errors.As(err, &replaced) {
-			// Another netns sits at the pin path: it is not ours to unmount,
-			// and ours is no longer pinned there.
-			pinLog.Warn("pin path holds another netns; left alone", "err", err)
-			rec.Pin = nil
-			return
-		}
-		pinLog.Error("pin not removed; record kept", "err", err)
-		return
+	removePin(pinLog, rec)
+}
+
+// removePin removes the record's pin and clears rec.Pin, reporting whether
+// it is gone. A pin path that now holds another netns is not ours to
+// unmount, and ours is no longer pinned there: it counts as gone. Any other
+// failure keeps rec.Pin, so that the record, and GC with it, retries.
+func removePin(log *slog.Logger, rec *record.Record) bool {
+	err := nspin.Remove(*rec.Pin)
+	var replaced *nspin.ReplacedError
+	switch {
+	case errors.As(err, &replaced):
+		log.Warn("pin path holds another netns; left alone", "err", err)
+	case err != nil:
+		log.Error("pin not removed; record kept", "pin", rec.Pin.Path, "err", err)
+		return false
 	}
 	rec.Pin = nil
+	return true
 }
 
 // otherClaims returns a lazily built test for "another live attachment's
 // record holds this IP": those IPs' routes and rules are not ours to delete.
+// Other attachments' records are read without their locks, so through a
+// read-only view: a bad one is skipped, never moved aside under its DEL.
 func otherClaims(st *store.Store, self record.Key) func(ip string) bool {
 	var claimed map[string]bool
 	return func(ip string) bool {
 		if claimed == nil {
 			claimed = map[string]bool{}
-			recs, _, _ := st.Entries()
+			recs, _, _ := st.ReadOnly().Entries()
 			for _, e := range recs {
 				if e.Record.Key == self {
 					continue
@@ -184,11 +192,7 @@ const (
 // near the number of DELs in flight, so it stays cheap. Tombstones with links
 // left are for GC and the scan, which can tell whether their netns leaked.
 func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
-	n, err := st.CountTombstones()
-	if err != nil || n <= sweepAbove {
-		return
-	}
-	tombs, problems := st.TombstonesFrom(rand.IntN(n), sweepMax)
+	tombs, problems := st.SweepWindow(sweepAbove, sweepMax, rand.IntN)
 	for _, err := range problems {
 		log.Warn("tombstone discarded", "reason", err)
 	}

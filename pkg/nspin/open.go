@@ -134,9 +134,17 @@ func RemoveOrphan(pinDir, name string) (bool, error) {
 		return false, err
 	}
 	path := filepath.Join(pinDir, name)
+	// One lstat when there is nothing (ADD runs this on every call).
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	// Something is there: touch it only inside a pin dir Pin made.
+	if err := checkPinDir(pinDir); err != nil {
+		return false, fmt.Errorf("netns pin %s: %w", path, err)
+	}
 	id, err := pinned(path)
 	if errors.Is(err, ErrGone) {
-		_ = os.Remove(path) // an unmounted leftover file, if any
+		_ = os.Remove(path) // an unmounted leftover file
 		return false, nil
 	}
 	if err != nil {

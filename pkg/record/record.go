@@ -59,9 +59,6 @@ type Pin struct {
 	Netns nsident.Identity `json:"netns"`
 }
 
-// IsTombstone reports whether r is a tombstone rather than a live record.
-func (r *Record) IsTombstone() bool { return r.TombstonedAt != nil }
-
 // Validate checks what every usable record must hold.
 func (r *Record) Validate() error {
 	switch {

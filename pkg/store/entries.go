@@ -30,21 +30,17 @@ type Entry struct {
 // another boot are removed and corrupt ones moved aside, as Load does; each
 // such file is reported in problems, and walking goes on.
 func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
-	records, problems = s.load(s.dir, recordExt, false, 0)
-	tombstones, p := s.load(filepath.Join(s.dir, tombDir), tombExt, true, 0)
+	records, problems = s.load(s.dir, recordExt, false)
+	tombstones, p := s.load(filepath.Join(s.dir, tombDir), tombExt, true)
 	return records, tombstones, append(problems, p...)
 }
 
-// OldestTombstones loads at most max tombstones, oldest first (their names
-// start with their creation time).
-func (s *Store) OldestTombstones(max int) ([]Entry, []error) {
-	return s.load(filepath.Join(s.dir, tombDir), tombExt, true, max)
-}
-
-// TombstonesFrom loads at most max tombstones starting at the start-th in
-// age order (wrapping around). DEL sweeps a window that moves from call to
-// call, so tombstones whose links live on cannot shield the others.
-func (s *Store) TombstonesFrom(start, max int) ([]Entry, []error) {
+// SweepWindow serves DEL's bounded tombstone sweep with one directory read:
+// when more than above tombstones exist, it loads at most max of them in
+// age order from the one start picks (wrapping around), so that the window
+// moves from call to call and tombstones whose links live on cannot shield
+// the others. Otherwise it loads nothing.
+func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []error) {
 	dir := filepath.Join(s.dir, tombDir)
 	f, err := os.Open(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -58,11 +54,15 @@ func (s *Store) TombstonesFrom(start, max int) ([]Entry, []error) {
 	if err != nil {
 		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
 	}
+	if len(names) <= above {
+		return nil, nil
+	}
 	slices.Sort(names)
 	var out []Entry
 	var problems []error
+	first := start(len(names))
 	for i := 0; i < len(names) && len(out)+len(problems) < max; i++ {
-		n := names[(start+i)%len(names)]
+		n := names[(first+i)%len(names)]
 		if !strings.HasSuffix(n, tombExt) || strings.HasPrefix(n, tmpPrefix) {
 			continue
 		}
@@ -100,21 +100,7 @@ func (s *Store) RemoveStaleTemps(age time.Duration) (removed int, err error) {
 	return removed, nil
 }
 
-// CountTombstones returns how many tombstone files exist, without reading them.
-func (s *Store) CountTombstones() (int, error) {
-	f, err := os.Open(filepath.Join(s.dir, tombDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	return len(names), err
-}
-
-func (s *Store) load(dir, ext string, tomb bool, max int) (out []Entry, problems []error) {
+func (s *Store) load(dir, ext string, tomb bool) (out []Entry, problems []error) {
 	ents, err := os.ReadDir(dir) // sorted by name
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -138,9 +124,6 @@ func (s *Store) load(dir, ext string, tomb bool, max int) (out []Entry, problems
 				asTombstone(r, n)
 			}
 			out = append(out, Entry{path, r})
-		}
-		if max > 0 && len(out)+len(problems) >= max {
-			break
 		}
 	}
 	return out, problems

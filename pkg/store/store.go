@@ -83,6 +83,15 @@ func Open(dir string) (*Store, error) {
 	return &Store{dir: dir, bootID: boot}, nil
 }
 
+// ReadOnly returns a view of the store that reports unusable files instead
+// of moving or removing them, for callers that read other attachments'
+// records without holding their locks.
+func (s *Store) ReadOnly() *Store {
+	c := *s
+	c.readOnly = true
+	return &c
+}
+
 // onTmpfs tells whether fsync can be skipped: pointless on tmpfs (/run),
 // costly on disks.
 func (s *Store) onTmpfs() bool {
