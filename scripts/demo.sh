@@ -9,7 +9,7 @@
 # socket, but its path is gone), deletes the pod, and then shows what the node
 # is left with.
 #
-# Needs root, bin/leakguard, bin/test/nspin and the reference plugins in
+# Needs root, bin/leakguard, bin/test/leaksim and the reference plugins in
 # .cache/cni/bin (make demo builds them all). Safe to re-run; cleans up after
 # itself.
 set -euo pipefail
@@ -27,13 +27,13 @@ die() {
 }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces)"
-for f in "$bin/leakguard" "$bin/test/nspin" "$cni_bin/cnitool" "$cni_bin/bridge" "$cni_bin/host-local"; do
+for f in "$bin/leakguard" "$bin/test/leaksim" "$cni_bin/cnitool" "$cni_bin/bridge" "$cni_bin/host-local"; do
 	[[ -x $f ]] || die "missing $f (run: make demo)"
 done
 
 tmp=$(mktemp -d "/tmp/$run_id.XXXXXX")
 netns_made=() # every netns this run created
-pins=()       # pids of nspin processes holding leaked pod netns
+pins=()       # pids of leaksim processes holding leaked pod netns
 cache_files=()
 
 cleanup() {
@@ -137,17 +137,17 @@ run_case() {
 		echo "   leakguard recorded: $(find "$dir/leakguard-state" -type f -name "*.json" -printf "%P " 2>/dev/null || true)"
 	fi
 
-	"$bin/test/nspin" -report "$dir/leaked-links" "$podpath" >"$dir/nspin.out" 2>&1 &
+	"$bin/test/leaksim" -report "$dir/leaked-links" "$podpath" >"$dir/leaksim.out" 2>&1 &
 	pin=$!
 	pins+=("$pin")
 	for _ in $(seq 50); do
-		grep -q pinned "$dir/nspin.out" && break
-		kill -0 "$pin" 2>/dev/null || die "nspin failed: $(cat "$dir/nspin.out")"
+		grep -q pinned "$dir/leaksim.out" && break
+		kill -0 "$pin" 2>/dev/null || die "leaksim failed: $(cat "$dir/leaksim.out")"
 		sleep 0.1
 	done
-	grep -q pinned "$dir/nspin.out" || die "nspin did not pin $podpath"
+	grep -q pinned "$dir/leaksim.out" || die "leaksim did not pin $podpath"
 	ip netns del "$pod"
-	echo "2. leak: pod netns pinned by a socket (nspin pid $pin), then its path removed:" \
+	echo "2. leak: pod netns pinned by a socket (leaksim pid $pin), then its path removed:" \
 		"$( [[ -e $podpath ]] && echo "still there?!" || echo "$podpath is gone")"
 
 	if cnitool_in "$node" "$dir" del "$net" "$podpath" >"$dir/del.out" 2>&1; then

@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/leakguard/leakguard/pkg/hook"
-	"github.com/leakguard/leakguard/pkg/hookpolicy"
+	"github.com/leakguard/leakguard/pkg/hook/hookpolicy"
+	"github.com/leakguard/leakguard/pkg/hook/protect"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stderr)) }
@@ -37,10 +37,10 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	logw, logErr := openLog(policy.LogFile, stderr)
 	defer logw.Close()
 
-	res := hook.Run(stdin, policy)
+	res := protect.Run(stdin, policy)
 	res.PolicyErr = policyErr
 	if logErr != nil && res.Err == nil {
-		res.Decision, res.Err = hook.Failed, logErr
+		res.Decision, res.Err = protect.Failed, logErr
 	}
 	res.Log(slog.New(slog.NewJSONHandler(logw, nil)))
 	if res.Err != nil && policy.FailClosed {

@@ -11,7 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	bv "github.com/containernetworking/plugins/pkg/utils/buildversion"
 
-	"github.com/leakguard/leakguard/pkg/guard"
+	"github.com/leakguard/leakguard/pkg/cniplugin/guard"
 )
 
 func main() {

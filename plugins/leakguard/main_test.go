@@ -20,7 +20,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/leakguard/leakguard/pkg/record"
+	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/test/nsutil"
 )
 

@@ -42,10 +42,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/leakguard/leakguard/pkg/leakscan"
-	"github.com/leakguard/leakguard/pkg/pluginconf"
-	"github.com/leakguard/leakguard/pkg/report"
-	"github.com/leakguard/leakguard/pkg/store"
+	"github.com/leakguard/leakguard/pkg/cniplugin/pluginconf"
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
+	"github.com/leakguard/leakguard/pkg/scan/leakscan"
+	"github.com/leakguard/leakguard/pkg/scan/report"
 )
 
 const usage = `usage: leakguardctl <command> [flags]

@@ -18,11 +18,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/leakguard/leakguard/pkg/hostlink"
-	"github.com/leakguard/leakguard/pkg/leakscan/scantest"
-	"github.com/leakguard/leakguard/pkg/record"
-	"github.com/leakguard/leakguard/pkg/store"
+	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
+	"github.com/leakguard/leakguard/pkg/cniplugin/record"
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/test/nsutil"
+	"github.com/leakguard/leakguard/test/scantest"
 )
 
 // binary is leakguardctl built once for the tests.
@@ -69,7 +69,7 @@ func newNode(t *testing.T) *node {
 	for cid, p := range map[string]*scantest.Pod{"ctr-owned": n.owned, "ctr-live": n.live} {
 		r := &record.Record{
 			Key:   record.Key{Network: "lgnet", ContainerID: cid, IfName: "eth0"},
-			Netns: p.ID, HostLinks: []hostlink.Identity{p.Host}, GSSProxyArmed: cid == "ctr-owned",
+			Netns: p.ID, HostLinks: []podlink.Identity{p.Host}, GSSProxyArmed: cid == "ctr-owned",
 		}
 		if err := st.Save(r); err != nil {
 			t.Fatal(err)

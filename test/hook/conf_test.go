@@ -5,8 +5,9 @@ import (
 	"os"
 	"testing"
 
-	"github.com/leakguard/leakguard/pkg/hookpolicy"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/leakguard/leakguard/pkg/hook/hookpolicy"
 )
 
 // installedPath is where `make install` puts the hook (HOOK_DIR).

@@ -19,10 +19,10 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/leakguard/leakguard/pkg/hostlink"
-	"github.com/leakguard/leakguard/pkg/nsident"
-	"github.com/leakguard/leakguard/pkg/record"
-	"github.com/leakguard/leakguard/pkg/store"
+	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
+	"github.com/leakguard/leakguard/pkg/cniplugin/record"
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
+	"github.com/leakguard/leakguard/pkg/netns/nsident"
 )
 
 func main() {
@@ -112,7 +112,7 @@ func fill(dir string, n int) error {
 			Created: now, Updated: now,
 			Netns:     nsident.Identity{Dev: 4, Ino: uint64(1<<40 + i)},
 			NetnsPath: "/run/netns/gcbench-" + cid(i),
-			HostLinks: []hostlink.Identity{{Name: fmt.Sprintf("veth%08x", i), Index: 1<<30 + i, MAC: "02:00:00:00:00:01", Kind: "veth", NetNSID: i, PeerIndex: 2, PeerName: "eth0"}},
+			HostLinks: []podlink.Identity{{Name: fmt.Sprintf("veth%08x", i), Index: 1<<30 + i, MAC: "02:00:00:00:00:01", Kind: "veth", NetNSID: i, PeerIndex: 2, PeerName: "eth0"}},
 			IPs:       []string{fmt.Sprintf("10.%d.%d.%d/16", 100+i>>16, i>>8&255, i&255)},
 		}
 		if err := st.Save(r); err != nil {

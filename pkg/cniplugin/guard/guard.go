@@ -1,0 +1,152 @@
+// Package guard implements leakguard's CNI verbs. Each verb reads top to
+// bottom: parse the config, take the attachment's lock, then classify the
+// netns (nsident), load the record (store), verify and reap host links
+// (podlink), and forget.
+package guard
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+
+	"github.com/leakguard/leakguard/pkg/cniplugin/pluginconf"
+	"github.com/leakguard/leakguard/pkg/cniplugin/record"
+	"github.com/leakguard/leakguard/pkg/cniplugin/rescue"
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
+	"github.com/leakguard/leakguard/pkg/logging"
+	"github.com/leakguard/leakguard/pkg/netns/nsident"
+	"github.com/leakguard/leakguard/pkg/netns/nsreach"
+)
+
+// DefaultLockTimeout bounds the wait for another invocation on the same
+// attachment; past it the verb fails with "try again later" (code 11).
+const DefaultLockTimeout = 10 * time.Second
+
+// Plugin carries what the verbs need from their environment. It has no
+// mutable state: one value serves any number of invocations.
+type Plugin struct {
+	LockTimeout time.Duration
+	Stderr      io.Writer
+	// Reach builds a view of which netns are reachable from userspace,
+	// ignoring pins under pinDir. Nil: GC without a list reaps nothing.
+	Reach func(pinDir string, log *slog.Logger) (Reachability, error)
+	// Classify tells, inside the pod netns at ADD, devices moved into the
+	// pod (returned to the host at rescue) from virtual ones (deleted).
+	Classify func(netlink.Link) (moved bool, hostName string)
+}
+
+// New returns a Plugin with production settings.
+func New(stderr io.Writer) *Plugin {
+	return &Plugin{LockTimeout: DefaultLockTimeout, Stderr: stderr, Reach: reachable, Classify: rescue.Classify}
+}
+
+// reachable is the production reachability view: every netns a process,
+// thread, nsfs mount or open fd holds, not counting leakguard's own pins.
+// A process whose namespaces even root may not read (an LSM or a
+// non-dumpable supervisor, e.g. a VM's init) is logged and skipped: an
+// attachment is judged orphaned only when, in addition, the runtime's path
+// no longer holds its netns and every link still proves to be its own.
+func reachable(pinDir string, log *slog.Logger) (Reachability, error) {
+	set, err := nsreach.Reachable(nsreach.Options{
+		IgnoreMountsUnder: []string{pinDir},
+		Unreadable: func(pid int, err error) {
+			log.Debug("process not inspectable; its netns is not counted", "pid", pid, "err", err)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &reachView{set: set}, nil
+}
+
+// reachView answers reachability by identity, and by host nsid (resolved
+// once, on first use).
+type reachView struct {
+	set   nsreach.Set
+	nsids map[int]nsident.Identity
+}
+
+func (r *reachView) Reachable(id nsident.Identity) bool { return r.set.Reachable(id) }
+
+func (r *reachView) NSIDReachable(nsid int) (bool, error) {
+	if r.nsids == nil {
+		m, unresolved, err := nsreach.NSIDs(r.set)
+		if err != nil {
+			return false, err
+		}
+		if unresolved > 0 {
+			// Some netns could not be reopened: any nsid might be one of
+			// them, so none can be proved unreachable now.
+			return false, fmt.Errorf("%d reachable netns vanished while being resolved", unresolved)
+		}
+		r.nsids = m
+	}
+	_, ok := r.nsids[nsid]
+	return ok, nil
+}
+
+// invocation is one verb's parsed input and logger.
+type invocation struct {
+	conf     *pluginconf.Config
+	key      record.Key
+	log      *slog.Logger
+	closeLog func()
+}
+
+func (p *Plugin) start(verb string, args *skel.CmdArgs) (*invocation, error) {
+	conf, err := pluginconf.Parse(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	return p.begin(verb, args, conf), nil
+}
+
+// startDel parses leniently: DEL must not fail on a config edited since ADD
+// or on a prevResult it does not need. What it worked around is logged.
+func (p *Plugin) startDel(args *skel.CmdArgs) (*invocation, error) {
+	conf, problems := pluginconf.ParseForDel(args.StdinData)
+	if conf == nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "network configuration is not a JSON object", errors.Join(problems...).Error())
+	}
+	inv := p.begin("DEL", args, conf)
+	for _, e := range problems {
+		inv.log.Warn("config problem worked around", "err", e)
+	}
+	return inv, nil
+}
+
+func (p *Plugin) begin(verb string, args *skel.CmdArgs, conf *pluginconf.Config) *invocation {
+	level, _ := conf.Level() // validated by Parse / ParseForDel
+	log, closeLog := logging.New(conf.LogFile, level, p.Stderr)
+	key := record.Key{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+	log = log.With("cmd", verb, "network", key.Network, "containerID", key.ContainerID, "ifname", key.IfName)
+	return &invocation{conf: conf, key: key, log: log, closeLog: closeLog}
+}
+
+// lock opens the store and takes the attachment's lock; a timeout becomes
+// CNI error 11 so that the runtime retries.
+func (p *Plugin) lock(inv *invocation) (*store.Store, *store.Lock, error) {
+	st, err := store.Open(inv.conf.StateDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open state dir %s: %w", inv.conf.StateDir, err)
+	}
+	l, err := st.Lock(inv.key, p.LockTimeout)
+	if errors.Is(err, store.ErrLockTimeout) {
+		return nil, nil, types.NewError(types.ErrTryAgainLater, "another invocation holds this attachment", err.Error())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, l, nil
+}
+
+func isTryAgain(err error) bool {
+	var e *types.Error
+	return errors.As(err, &e) && e.Code == types.ErrTryAgainLater
+}
