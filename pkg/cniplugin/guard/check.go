@@ -73,7 +73,7 @@ func checkRecord(rec *record.Record, netns string, prev *current.Result) error {
 			continue
 		}
 		for _, id := range rec.HostLinks {
-			if id.Name == i.Name && !strings.EqualFold(id.MAC, i.Mac) {
+			if id.Name == i.Name && !podlink.SameMAC(id.MAC, i.Mac) {
 				return fmt.Errorf("prevResult host interface %s has MAC %s, recorded %s", i.Name, i.Mac, id.MAC)
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/podroute"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
@@ -202,7 +203,11 @@ func gcRouting(log *slog.Logger, routings []podroute.State, recs []store.Entry, 
 // when its netns leaked.
 func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Store, e store.Entry, reach Reachability) error {
 	t := e.Record
-	if !linksRemain(nl, t.HostLinks) {
+	remain, err := podlink.Remains(nl, t.HostLinks)
+	if err != nil {
+		return fmt.Errorf("tombstone %s: %w", e.Path, err)
+	}
+	if !remain {
 		return st.RemoveFile(e.Path)
 	}
 	if reach == nil || reach.Reachable(t.Netns) {

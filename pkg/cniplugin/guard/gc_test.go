@@ -162,3 +162,32 @@ func TestGCLeavesAttachmentReAddedSinceTheWalk(t *testing.T) {
 	}
 	live.mustExist(live.hostVeth.Name, live.hostVeth.Index)
 }
+
+// A tombstone whose recorded ifindex now names another link holds nothing
+// reapable: GC drops it (podlink.Remains, as leakguardctl reap does) and
+// leaves the new link alone.
+func TestGCDropsTombstoneWhoseIfindexNamesAnotherLink(t *testing.T) {
+	f := newFixture(t)
+	f.add("1.1.0")
+	if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil { // netns alive: tombstone
+		t.Fatal(err)
+	}
+	inNS(t, f.node, func() error {
+		l, err := netlink.LinkByIndex(f.hostVeth.Index)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return err
+		}
+		// Same name and ifindex, another object (its peer in the node netns).
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: f.hostVeth.Name, Index: f.hostVeth.Index}, PeerName: "lgt-newpeer"})
+	})
+	if err := f.gc(nil); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if tombs := tombstones(t, f.stateDir); len(tombs) != 0 {
+		t.Fatalf("tombstone of a replaced link should be dropped: %v", tombs)
+	}
+	f.mustExist(f.hostVeth.Name, f.hostVeth.Index)
+}

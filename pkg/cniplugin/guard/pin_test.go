@@ -49,8 +49,8 @@ func (f *fixture) moveInENI(hostName, ifname string) net.HardwareAddr {
 }
 
 func (f *fixture) pinFixture() string {
-	f.plugin.Classify = rescue.ClassifierWith("ifb") // no spare NIC here: ifb stands in for an ENI
-	dir := filepath.Join(f.stateDir, "netns")        // the default layout: the state dir owns its pins
+	f.plugin.Classify = nsutil.StandInClassifier("ifb") // no spare NIC here: ifb stands in for an ENI
+	dir := filepath.Join(f.stateDir, "netns")           // the default layout: the state dir owns its pins
 	f.extra = map[string]any{"pinNetns": true}
 	// Pinning makes the pin dir a mount point; undo it before TempDir's
 	// removal (cleanups run last-registered first).

@@ -197,24 +197,14 @@ func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
 		log.Warn("tombstone discarded", "reason", err)
 	}
 	for _, t := range tombs {
-		if t.Path == skip || linksRemain(nil, t.Record.HostLinks) {
+		if t.Path == skip {
+			continue
+		}
+		if remain, err := podlink.Remains(nil, t.Record.HostLinks); remain || err != nil {
 			continue
 		}
 		if err := st.RemoveFile(t.Path); err != nil {
 			log.Warn("cannot drop tombstone", "path", t.Path, "err", err)
 		}
 	}
-}
-
-// linksRemain reports whether any recorded link still exists as recorded.
-func linksRemain(nl *netlink.Handle, links []podlink.Identity) bool {
-	for _, id := range links {
-		if _, err := podlink.VerifyWith(nl, id); !errors.Is(err, podlink.ErrGone) {
-			var mm *podlink.MismatchError
-			if !errors.As(err, &mm) {
-				return true
-			}
-		}
-	}
-	return false
 }

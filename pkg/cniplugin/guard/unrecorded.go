@@ -3,10 +3,9 @@ package guard
 import (
 	"errors"
 	"os"
-	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vishvananda/netlink"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
@@ -65,19 +64,18 @@ func (p *Plugin) reapUnrecorded(inv *invocation, netns string) {
 // unrecordedCandidate reads the named host link and builds its identity, or
 // says why it cannot be the pod's.
 func unrecordedCandidate(i *current.Interface) (podlink.Identity, string) {
-	l, err := netlink.LinkByName(i.Name)
+	l, err := netlinksafe.LinkByName(i.Name)
 	if err != nil {
 		return podlink.Identity{}, "not found on the host"
 	}
-	a := l.Attrs()
+	id := podlink.HostIdentity(l)
 	switch {
-	case l.Type() != "veth":
-		return podlink.Identity{}, "not a veth (" + l.Type() + ")"
-	case !strings.EqualFold(a.HardwareAddr.String(), i.Mac):
-		return podlink.Identity{}, "MAC " + a.HardwareAddr.String() + ", prevResult says " + i.Mac
-	case a.NetNsID < 0:
+	case id.Kind != "veth":
+		return podlink.Identity{}, "not a veth (" + id.Kind + ")"
+	case !podlink.SameMAC(id.MAC, i.Mac):
+		return podlink.Identity{}, "MAC " + id.MAC + ", prevResult says " + i.Mac
+	case id.NetNSID < 0:
 		return podlink.Identity{}, "its peer is in the host netns"
 	}
-	return podlink.Identity{Name: a.Name, Index: a.Index, MAC: a.HardwareAddr.String(), Kind: "veth",
-		NetNSID: a.NetNsID, PeerIndex: a.ParentIndex}, ""
+	return id, ""
 }

@@ -41,8 +41,7 @@ func Discover(podNS ns.NetNS, must string, names []string, classify func(netlink
 				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: not found in netns: %v", name, err))
 				continue
 			}
-			a := l.Attrs()
-			c := ContainerIface{Name: a.Name, Index: a.Index, MAC: a.HardwareAddr.String(), Kind: l.Type()}
+			c := ContainerIdentity(l)
 			if classify != nil {
 				c.Moved, c.HostName = classify(l)
 			}
@@ -54,7 +53,7 @@ func Discover(podNS ns.NetNS, must string, names []string, classify func(netlink
 			}
 			// IFLA_LINK of a veth is its peer's ifindex (in the peer's netns);
 			// ethtool is asked only when the kernel did not report it.
-			idx := a.ParentIndex
+			idx := l.Attrs().ParentIndex
 			if idx <= 0 {
 				if idx, err = netlink.VethPeerIndex(v); err != nil {
 					return fmt.Errorf("read peer ifindex of %q: %w", name, err)
@@ -91,18 +90,15 @@ func hostPeer(c ContainerIface, peerIndex, podNSID int) (Identity, string) {
 	if err != nil {
 		return Identity{}, fmt.Sprintf("%s: peer ifindex %d not found on the host: %v", c.Name, peerIndex, err)
 	}
-	a := l.Attrs()
-	id := Identity{
-		Name: a.Name, Index: a.Index, MAC: a.HardwareAddr.String(), Kind: l.Type(),
-		NetNSID: a.NetNsID, PeerIndex: c.Index, PeerName: c.Name,
-	}
+	id := HostIdentity(l)
 	switch {
-	case l.Type() != "veth":
-		return Identity{}, fmt.Sprintf("%s: host ifindex %d is a %s, not its veth peer", c.Name, peerIndex, l.Type())
-	case a.NetNsID < 0 || podNSID < 0 || a.NetNsID != podNSID:
-		return Identity{}, fmt.Sprintf("%s: host ifindex %d (%s) has its peer in netns id %d, not the pod's (%d); its peer is elsewhere", c.Name, peerIndex, a.Name, a.NetNsID, podNSID)
-	case a.ParentIndex != c.Index:
-		return Identity{}, fmt.Sprintf("%s: host ifindex %d (%s) pairs with ifindex %d, not %d", c.Name, peerIndex, a.Name, a.ParentIndex, c.Index)
+	case id.Kind != "veth":
+		return Identity{}, fmt.Sprintf("%s: host ifindex %d is a %s, not its veth peer", c.Name, peerIndex, id.Kind)
+	case id.NetNSID < 0 || podNSID < 0 || id.NetNSID != podNSID:
+		return Identity{}, fmt.Sprintf("%s: host ifindex %d (%s) has its peer in netns id %d, not the pod's (%d); its peer is elsewhere", c.Name, peerIndex, id.Name, id.NetNSID, podNSID)
+	case id.PeerIndex != c.Index:
+		return Identity{}, fmt.Sprintf("%s: host ifindex %d (%s) pairs with ifindex %d, not %d", c.Name, peerIndex, id.Name, id.PeerIndex, c.Index)
 	}
+	id.PeerName = c.Name
 	return id, ""
 }

@@ -94,3 +94,54 @@ type netlinkIface struct {
 	name  string
 	mac   string
 }
+
+// Remains is the one answer to "is any recorded link still there": true only
+// for a link that is exactly as recorded; a freed ifindex and an ifindex now
+// naming another link both mean the recorded link is gone.
+func TestRemains(t *testing.T) {
+	node, pod := nsutil.NewNS(t), nsutil.NewNS(t)
+	var id podlink.Identity
+	do(t, pod, func() error {
+		_, _, err := ip.SetupVeth("eth0", 1500, "", node)
+		return err
+	})
+	do(t, node, func() error {
+		d, err := podlink.Discover(pod, "eth0", []string{"eth0"}, nil)
+		if err != nil || len(d.Host) != 1 {
+			t.Fatalf("discover: %v %+v", err, d)
+		}
+		id = d.Host[0]
+		if remain, err := podlink.Remains(nil, []podlink.Identity{id}); !remain || err != nil {
+			t.Errorf("Remains(recorded, present) = %v, %v; want true", remain, err)
+		}
+		if _, err := podlink.Reap(id); err != nil {
+			t.Fatal(err)
+		}
+		if remain, err := podlink.Remains(nil, []podlink.Identity{id}); remain || err != nil {
+			t.Errorf("Remains(freed ifindex) = %v, %v; want false", remain, err)
+		}
+		// Another link now holds the recorded ifindex.
+		other := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: id.Name, Index: id.Index}, PeerName: "otherpeer"}
+		if err := netlink.LinkAdd(other); err != nil {
+			t.Fatalf("create a link at ifindex %d: %v", id.Index, err)
+		}
+		if _, err := podlink.Verify(id); err == nil {
+			t.Fatal("a new veth at the recorded ifindex verified as the recorded one")
+		}
+		if remain, err := podlink.Remains(nil, []podlink.Identity{id}); remain || err != nil {
+			t.Errorf("Remains(ifindex taken by another link) = %v, %v; want false", remain, err)
+		}
+		// One remaining link among gone ones is enough.
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-remains"}}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := netlink.LinkByName("br-remains")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if remain, err := podlink.Remains(nil, []podlink.Identity{id, podlink.HostIdentity(l)}); !remain || err != nil {
+			t.Errorf("Remains(gone, present) = %v, %v; want true", remain, err)
+		}
+		return nil
+	})
+}

@@ -14,23 +14,7 @@ import "github.com/vishvananda/netlink"
 // host-device convention: the host name is saved there on the way in), else
 // its current name.
 func Classify(l netlink.Link) (moved bool, hostName string) {
-	return classify(l, nil)
-}
-
-// ClassifierWith returns Classify that also treats the given kinds as moved
-// devices. It exists for tests on kernels and machines without a spare
-// physical NIC (an ifb device stands in for an ENI there); production code
-// uses Classify.
-func ClassifierWith(standIns ...string) func(netlink.Link) (bool, string) {
-	extra := map[string]bool{}
-	for _, k := range standIns {
-		extra[k] = true
-	}
-	return func(l netlink.Link) (bool, string) { return classify(l, extra) }
-}
-
-func classify(l netlink.Link, extra map[string]bool) (bool, string) {
-	if l.Type() != "device" && !extra[l.Type()] {
+	if l.Type() != "device" {
 		return false, ""
 	}
 	a := l.Attrs()

@@ -109,14 +109,18 @@ func Rescue(podNS ns.NetNS, ifaces []podlink.ContainerIface, opts Options) (Repo
 	var pending []moving
 	err = podNS.Do(func(ns.NetNS) error {
 		for _, c := range ifaces {
-			l, why := current(c)
-			if why != "" {
-				rep.Skipped = append(rep.Skipped, why)
+			l, err := podlink.VerifyContainer(c)
+			if errors.Is(err, podlink.ErrGone) {
+				rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: already gone (no link at ifindex %d)", c.Name, c.Index))
+				continue
+			}
+			if err != nil {
+				rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: %v; left alone", c.Name, err))
 				continue
 			}
 			if !c.Moved {
 				if err := netlink.LinkDel(l); err != nil {
-					if isNotFound(err) {
+					if podlink.IsNotFound(err) {
 						rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: already gone", c.Name))
 						continue
 					}
@@ -186,36 +190,6 @@ func notHost(podNS, hostNS ns.NetNS) error {
 	return nil
 }
 
-// current returns the link at c's ifindex in the current netns if it is
-// still c (name, MAC, kind), else why it is skipped.
-func current(c podlink.ContainerIface) (netlink.Link, string) {
-	if c.Index <= 0 {
-		return nil, fmt.Sprintf("%s: no ifindex recorded", c.Name)
-	}
-	l, err := netlink.LinkByIndex(c.Index)
-	if err != nil {
-		if isNotFound(err) {
-			return nil, fmt.Sprintf("%s: already gone (no link at ifindex %d)", c.Name, c.Index)
-		}
-		return nil, fmt.Sprintf("%s: look up ifindex %d: %v", c.Name, c.Index, err)
-	}
-	a := l.Attrs()
-	var r []string
-	if a.Name != c.Name {
-		r = append(r, fmt.Sprintf("name %q", a.Name))
-	}
-	if mac := a.HardwareAddr.String(); !strings.EqualFold(mac, c.MAC) {
-		r = append(r, fmt.Sprintf("MAC %s, recorded %s", mac, c.MAC))
-	}
-	if l.Type() != c.Kind {
-		r = append(r, fmt.Sprintf("kind %s, recorded %s", l.Type(), c.Kind))
-	}
-	if len(r) > 0 {
-		return nil, fmt.Sprintf("%s: ifindex %d is not the recorded interface: %s; left alone", c.Name, c.Index, strings.Join(r, "; "))
-	}
-	return l, ""
-}
-
 // moveOut sends moved device l, found in the pod netns, to hostNS under a
 // fresh temporary name and returns that name. On failure the device is put
 // back as it was (name, alias, up state) so that a later retry still finds
@@ -275,12 +249,14 @@ func nameOnHost(m moving) (Returned, error) {
 	if err != nil {
 		return Returned{}, fmt.Errorf("find %s (moved out as %s) on the host: %w", m.c.Name, m.temp, err)
 	}
-	a := l.Attrs()
-	if !strings.EqualFold(a.HardwareAddr.String(), m.c.MAC) || l.Type() != m.c.Kind {
+	// Renamed on the way out and renumbered on arrival: only MAC and kind
+	// still identify it.
+	got := podlink.ContainerIdentity(l)
+	if !podlink.SameMAC(got.MAC, m.c.MAC) || got.Kind != m.c.Kind {
 		return Returned{}, fmt.Errorf("%s on the host is %s %s, not the moved %s %s; left as is",
-			m.temp, l.Type(), a.HardwareAddr, m.c.Kind, m.c.MAC)
+			m.temp, got.Kind, got.MAC, m.c.Kind, m.c.MAC)
 	}
-	r := Returned{Iface: m.c, Name: m.temp, Index: a.Index}
+	r := Returned{Iface: m.c, Name: m.temp, Index: got.Index}
 	if m.c.HostName == "" {
 		r.Reason = "no host name recorded"
 		return r, nil
@@ -321,9 +297,4 @@ func readGSSFlag(path string) (string, error) {
 	default:
 		return GSSUnknown, fmt.Errorf("gss-proxy flag %s reads %q", path, v)
 	}
-}
-
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }

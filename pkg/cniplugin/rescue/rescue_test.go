@@ -402,4 +402,4 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-var ifbStandsIn = rescue.ClassifierWith("ifb")
+var ifbStandsIn = nsutil.StandInClassifier("ifb")

@@ -13,12 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
+	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
@@ -215,7 +215,7 @@ func candidates(ropts nsreach.Options, prev map[int]Leak) (map[int]Leak, nsreach
 		c := observe(l)
 		if prev != nil {
 			p, ok := prev[c.Ifindex]
-			if !ok || p.HostLink != c.HostLink || !strings.EqualFold(p.MAC, c.MAC) || p.NSID != c.NSID || p.Kind != c.Kind {
+			if !ok || len(podlink.Compare(p.identity(), c.identity())) > 0 {
 				continue
 			}
 		}
@@ -225,11 +225,16 @@ func candidates(ropts nsreach.Options, prev map[int]Leak) (map[int]Leak, nsreach
 }
 
 func observe(l netlink.Link) Leak {
-	a := l.Attrs()
+	id := podlink.HostIdentity(l)
 	return Leak{
-		HostLink: a.Name, Ifindex: a.Index, MAC: a.HardwareAddr.String(), Kind: l.Type(),
-		NSID: a.NetNsID, PeerIfindex: a.ParentIndex,
+		HostLink: id.Name, Ifindex: id.Index, MAC: id.MAC, Kind: id.Kind,
+		NSID: id.NetNSID, PeerIfindex: id.PeerIndex,
 	}
+}
+
+// identity is the leaked link's identity as podlink compares it.
+func (l Leak) identity() podlink.Identity {
+	return podlink.Identity{Name: l.HostLink, Index: l.Ifindex, MAC: l.MAC, Kind: l.Kind, NetNSID: l.NSID, PeerIndex: l.PeerIfindex}
 }
 
 // annotate sets Owner and GSSProxyArmed from the record or tombstone whose
@@ -261,7 +266,7 @@ func annotate(leaks []Leak, st *store.Store) []string {
 func findOwner(l Leak, entries []store.Entry, kind string) *Owner {
 	for _, e := range entries {
 		for _, h := range e.Record.HostLinks {
-			if h.Index == l.Ifindex && h.Name == l.HostLink && strings.EqualFold(h.MAC, l.MAC) {
+			if len(podlink.Compare(h, l.identity())) == 0 {
 				return &Owner{
 					Network: e.Record.Network, ContainerID: e.Record.ContainerID, IfName: e.Record.IfName,
 					Kind: kind, File: e.Path, recorded: *e.Record,

@@ -350,3 +350,60 @@ func TestReapKeepsPinnedRecord(t *testing.T) {
 		t.Fatal("pinned record removed")
 	}
 }
+
+// Reap drops a tombstone once none of its links remains, by the same rule
+// as DEL's sweep and GC (podlink.Remains): a recorded ifindex that now names
+// another link counts as gone, and that link is left alone.
+func TestReapDropsTombstoneWhoseOtherLinkWasReplaced(t *testing.T) {
+	node := nsutil.NewNS(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := scantest.NewPod(t, node, "lgs-tomb2")
+	other := scantest.NewPod(t, node, "lgs-other")
+	// The tombstone also records a second link whose ifindex other's host
+	// veth now holds (with another MAC and peer).
+	replaced := other.Host
+	replaced.Name, replaced.MAC, replaced.PeerIndex = "lgs-was", "02:00:00:00:00:07", other.Host.PeerIndex+100
+	r := &record.Record{
+		Key:     record.Key{Network: "lgnet", ContainerID: "ctr-tomb2", IfName: "eth0"},
+		Created: time.Now().UTC(), Updated: time.Now().UTC(),
+		Netns: pod.ID, NetnsPath: pod.NS.Path(), HostLinks: []podlink.Identity{pod.Host, replaced},
+	}
+	if err := st.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	l, err := st.Lock(r.Key, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := st.Tombstone(r.Key)
+	l.Release(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsutil.LeakBySocket(t, pod.NS)
+	nsutil.LeakBySocket(t, other.NS)
+
+	rep := scan(t, node, leakscan.Options{Store: st})
+	var leak *leakscan.Leak
+	for i := range rep.Leaks {
+		if rep.Leaks[i].HostLink == "lgs-tomb2" {
+			leak = &rep.Leaks[i]
+		}
+	}
+	if leak == nil || leak.Owner == nil || leak.Owner.File != file {
+		t.Fatalf("lgs-tomb2 not reported as owned by %s: %+v", file, rep.Leaks)
+	}
+	res := reap(t, node, []leakscan.Leak{*leak}, leakscan.ReapOptions{Store: st})
+	if res[0].Action != leakscan.ActionDeleted || res[0].StateFileRemoved != file {
+		t.Fatalf("reap: %s (%s), removed %q; want deleted and %s removed", res[0].Action, res[0].Reason, res[0].StateFileRemoved, file)
+	}
+	if exists(file) {
+		t.Errorf("tombstone %s kept", file)
+	}
+	if !linkNames(t, node)["lgs-other"] {
+		t.Error("the link now at the replaced ifindex was deleted")
+	}
+}

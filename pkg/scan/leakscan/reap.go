@@ -176,7 +176,7 @@ func reapOwned(l Leak, opts ReapOptions) (ReapResult, error) {
 // recordedLink returns the identity rec recorded for the scanned link.
 func recordedLink(rec record.Record, l Leak) (podlink.Identity, bool) {
 	for _, h := range rec.HostLinks {
-		if h.Index == l.Ifindex && h.Name == l.HostLink && strings.EqualFold(h.MAC, l.MAC) {
+		if len(podlink.Compare(h, l.identity())) == 0 {
 			return h, true
 		}
 	}
@@ -191,16 +191,12 @@ func dropIfEmpty(st *store.Store, o *Owner, rec record.Record) (bool, string, er
 	if o.Kind != "tombstone" {
 		return false, "record kept: DEL or GC of the attachment finishes its cleanup (routes, rules, pin)", nil
 	}
-	for _, h := range rec.HostLinks {
-		_, err := podlink.Verify(h)
-		if errors.Is(err, podlink.ErrGone) {
-			continue
-		}
-		var mm *podlink.MismatchError
-		if err == nil || errors.As(err, &mm) {
-			return false, fmt.Sprintf("state file kept: its host link %s still exists or its ifindex is taken", h.Name), nil
-		}
-		return false, "", fmt.Errorf("check host link %s of %s: %w", h.Name, file, err)
+	remain, err := podlink.Remains(nil, rec.HostLinks)
+	if err != nil {
+		return false, "", fmt.Errorf("%s: %w", file, err)
+	}
+	if remain {
+		return false, "state file kept: one of its host links still exists as recorded", nil
 	}
 	if rec.Pin != nil {
 		return false, fmt.Sprintf("record kept: it holds the netns pin %s, which DEL or GC removes", rec.Pin.Path), nil
