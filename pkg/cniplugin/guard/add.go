@@ -20,12 +20,9 @@ import (
 
 // Add records what the attachment owns on the host and passes prevResult
 // through unchanged, in the config's cniVersion.
-func (p *Plugin) Add(args *skel.CmdArgs) error {
-	inv, err := p.start("ADD", args)
-	if err != nil {
-		return err
-	}
-	defer inv.closeLog()
+func (p *Plugin) Add(args *skel.CmdArgs) error { return p.run("ADD", args, p.add) }
+
+func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) error {
 	if inv.conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig,
 			"leakguard must be chained after the plugin that creates the interface: no prevResult", "")
@@ -37,7 +34,6 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 
 	rec, err := p.observe(inv, args, prev)
 	if err != nil {
-		inv.log.Error("ADD failed", "err", err)
 		return err
 	}
 	st, lock, err := p.lock(inv)
@@ -47,7 +43,6 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	defer lock.Release(false)
 	if inv.conf.PinNetns {
 		if err := pin(inv, args.Netns, rec); err != nil {
-			inv.log.Error("ADD failed", "err", err)
 			return err
 		}
 	} else if removed, err := nspin.RemoveOrphan(inv.conf.PinDir, inv.key.Name()); removed {

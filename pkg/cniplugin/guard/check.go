@@ -18,12 +18,9 @@ import (
 // Check verifies that the record still describes the attachment: the netns
 // is the recorded one, every recorded host link is still the same object,
 // and the record agrees with prevResult.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
-	inv, err := p.start("CHECK", args)
-	if err != nil {
-		return err
-	}
-	defer inv.closeLog()
+func (p *Plugin) Check(args *skel.CmdArgs) error { return p.run("CHECK", args, p.check) }
+
+func (p *Plugin) check(inv *invocation, args *skel.CmdArgs) error {
 	if inv.conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "")
 	}
@@ -43,11 +40,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if rec == nil {
 		return fmt.Errorf("no leakguard record for %s: was leakguard in the chain at ADD?", inv.key)
 	}
-	if err := checkRecord(rec, args.Netns, prev); err != nil {
-		inv.log.Warn("CHECK failed", "err", err)
-		return err
-	}
-	return nil
+	return checkRecord(rec, args.Netns, prev)
 }
 
 func checkRecord(rec *record.Record, netns string, prev *current.Result) error {

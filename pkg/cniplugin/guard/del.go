@@ -19,16 +19,12 @@ import (
 // The steps: classify the netns (nsident) → load the record (store) →
 // verify and reap (reapGone) → forget, or keep a tombstone when the main
 // plugin still has the host side to clean.
-func (p *Plugin) Del(args *skel.CmdArgs) error {
-	inv, err := p.startDel(args)
-	if err != nil {
-		return err
-	}
-	defer inv.closeLog()
+func (p *Plugin) Del(args *skel.CmdArgs) error { return p.run("DEL", args, p.del) }
+
+func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	st, lock, err := p.lock(inv)
 	if err != nil {
 		if isTryAgain(err) {
-			inv.log.Warn("DEL deferred", "err", err)
 			return err
 		}
 		inv.log.Error("state unusable; nothing can be reaped", "err", err)
@@ -61,7 +57,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return nil
 	case nsident.Alive:
 		log.Info("netns alive: host side left to the main plugin")
-		if rec.Pin != nil && !removePin(log, rec) {
+		if rec.Pin != nil && !removePin(log.With("pin", rec.Pin.Path), rec) {
 			return nil // the record is what lets GC remove the pin later
 		}
 		if p.tombstone(log, st, rec) {

@@ -44,12 +44,9 @@ const staleTempAge = 10 * time.Minute
 // orphaned (reachable by nothing, not at its recorded path) are reaped.
 // It goes on past errors and reports them all; each attachment is locked
 // while it is handled, so GC never races ADD or DEL of the same one.
-func (p *Plugin) GC(args *skel.CmdArgs) error {
-	inv, err := p.start("GC", args)
-	if err != nil {
-		return err
-	}
-	defer inv.closeLog()
+func (p *Plugin) GC(args *skel.CmdArgs) error { return p.run("GC", args, p.gc) }
+
+func (p *Plugin) gc(inv *invocation, _ *skel.CmdArgs) error {
 	st, err := store.Open(inv.conf.StateDir)
 	if err != nil {
 		return fmt.Errorf("open state dir %s: %w", inv.conf.StateDir, err)

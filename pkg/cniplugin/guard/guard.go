@@ -99,34 +99,71 @@ type invocation struct {
 	closeLog func()
 }
 
-func (p *Plugin) start(verb string, args *skel.CmdArgs) (*invocation, error) {
-	conf, err := pluginconf.Parse(args.StdinData)
+// run is the prologue and epilogue every verb shares: parse the config
+// (leniently for DEL), open the log, run the verb, log its returned error
+// once, close the log. A verb logs what it worked around itself; what it
+// returns is logged here and nowhere else.
+func (p *Plugin) run(verb string, args *skel.CmdArgs, body func(*invocation, *skel.CmdArgs) error) error {
+	inv, err := p.parse(verb, args)
 	if err != nil {
-		return nil, err
+		// No usable config, so no log file: the runtime captures stderr.
+		slog.New(slog.NewTextHandler(p.Stderr, nil)).Error("leakguard "+verb+" failed", "containerID", args.ContainerID, "err", err)
+		return err
 	}
-	return p.begin(verb, args, conf), nil
+	defer inv.closeLog()
+	err = body(inv, args)
+	switch {
+	case err == nil:
+	case isTryAgain(err):
+		inv.log.Warn(verb+" deferred: try again later", "err", err)
+	default:
+		inv.log.Error(verb+" failed", "err", err)
+	}
+	return err
 }
 
-// startDel parses leniently: DEL must not fail on a config edited since ADD
-// or on a prevResult it does not need. What it worked around is logged.
-func (p *Plugin) startDel(args *skel.CmdArgs) (*invocation, error) {
+// parse reads the config: strictly for every verb but DEL, which must not
+// fail on a config edited since ADD or on a prevResult it does not need; what
+// DEL worked around is logged (at error level when it may miss the state).
+func (p *Plugin) parse(verb string, args *skel.CmdArgs) (*invocation, error) {
+	if verb != "DEL" {
+		conf, err := pluginconf.Parse(args.StdinData)
+		if err != nil {
+			return nil, err
+		}
+		return p.begin(verb, args, conf), nil
+	}
 	conf, problems := pluginconf.ParseForDel(args.StdinData)
 	if conf == nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "network configuration is not a JSON object", errors.Join(problems...).Error())
+		return nil, types.NewError(types.ErrDecodingFailure, "network configuration cannot be decoded", errors.Join(problems...).Error())
 	}
-	inv := p.begin("DEL", args, conf)
+	inv := p.begin(verb, args, conf)
 	for _, e := range problems {
+		var fe *pluginconf.FieldError
+		if errors.As(e, &fe) && fe.Severe {
+			inv.log.Error("config field unusable; its default may miss this attachment's state", "err", e)
+			continue
+		}
 		inv.log.Warn("config problem worked around", "err", e)
 	}
 	return inv, nil
 }
 
+// begin opens the verb's logger. Each key is logged once per line: the
+// attachment keys only when the verb has them (GC and STATUS do not; GC adds
+// them per attachment).
 func (p *Plugin) begin(verb string, args *skel.CmdArgs, conf *pluginconf.Config) *invocation {
-	level, _ := conf.Level() // validated by Parse / ParseForDel
+	level, _ := conf.Level() // validated by the parse
 	log, closeLog := logging.New(conf.LogFile, level, p.Stderr)
 	key := record.Key{Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName}
-	log = log.With("cmd", verb, "network", key.Network, "containerID", key.ContainerID, "ifname", key.IfName)
-	return &invocation{conf: conf, key: key, log: log, closeLog: closeLog}
+	attrs := []any{"cmd", verb, "network", key.Network}
+	if key.ContainerID != "" {
+		attrs = append(attrs, "containerID", key.ContainerID)
+	}
+	if key.IfName != "" {
+		attrs = append(attrs, "ifname", key.IfName)
+	}
+	return &invocation{conf: conf, key: key, log: log.With(attrs...), closeLog: closeLog}
 }
 
 // lock opens the store and takes the attachment's lock; a timeout becomes

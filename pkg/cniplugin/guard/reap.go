@@ -87,7 +87,7 @@ func removePin(log *slog.Logger, rec *record.Record) bool {
 	case errors.As(err, &replaced):
 		log.Warn("pin path holds another netns; left alone", "err", err)
 	case err != nil:
-		log.Error("pin not removed; record kept", "pin", rec.Pin.Path, "err", err)
+		log.Error("pin not removed; record kept", "err", err)
 		return false
 	}
 	rec.Pin = nil

@@ -13,12 +13,9 @@ import (
 
 // Status reports whether leakguard can do its job: the state dir is usable
 // (a probe file can be written) and netlink answers. Failures are code 50.
-func (p *Plugin) Status(args *skel.CmdArgs) error {
-	inv, err := p.start("STATUS", args)
-	if err != nil {
-		return err
-	}
-	defer inv.closeLog()
+func (p *Plugin) Status(args *skel.CmdArgs) error { return p.run("STATUS", args, p.status) }
+
+func (p *Plugin) status(inv *invocation, _ *skel.CmdArgs) error {
 	st, err := store.Open(inv.conf.StateDir)
 	if err == nil {
 		err = probeWritable(st.Dir())

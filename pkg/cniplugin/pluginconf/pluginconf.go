@@ -1,13 +1,15 @@
 // Package pluginconf parses and validates leakguard's network configuration
 // (its entry in a conflist) and the prevResult of the plugin before it.
+//
+// One table of field rules (fields.go) serves both parses: the strict one of
+// ADD, CHECK, GC and STATUS fails with code 7 naming the field; the lenient
+// one of DEL falls back to the field's default and reports the problem.
 package pluginconf
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -37,9 +39,9 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel"`
 	// PinNetns bind-mounts the pod netns under PinDir (default
-	// <stateDir>/netns) at ADD so that DEL can
-	// still enter it when the runtime's path is gone (rescue). The pin keeps
-	// the netns alive until DEL or GC of the attachment.
+	// <stateDir>/netns) at ADD so that DEL can still enter it when the
+	// runtime's path is gone (rescue). The pin keeps the netns alive until
+	// DEL or GC of the attachment.
 	PinNetns bool   `json:"pinNetns"`
 	PinDir   string `json:"pinDir"`
 
@@ -62,25 +64,30 @@ func (c *Config) GCList() (valid map[types.GCAttachment]bool, given bool) {
 	return valid, true
 }
 
+// FieldError is a problem with one field. At DEL the field was reset to its
+// default; Severe means that default may miss the attachment's state (a
+// mistyped stateDir: DEL looks for records in the wrong place).
+type FieldError struct {
+	Field  string
+	Severe bool
+	Err    error
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%s: %v", e.Field, e.Err) }
+func (e *FieldError) Unwrap() error { return e.Err }
+
 // Parse decodes stdin into a Config with defaults applied and prevResult
 // parsed in the config's cniVersion. Every failure is a *types.Error with
 // code 7 (invalid network config) naming the field at fault.
 func Parse(stdin []byte) (*Config, error) {
-	c := &Config{}
-	if err := json.Unmarshal(stdin, c); err != nil {
+	c, raw, err := decodeBase(stdin)
+	if err != nil {
 		return nil, invalid("failed to parse network configuration: %v", err)
 	}
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = DefaultLogLevel
-	}
-	if c.PinDir == "" {
-		c.PinDir = filepath.Join(c.StateDir, pinSubdir)
-	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	for _, f := range fields {
+		if err := f.apply(c, raw); err != nil {
+			return nil, invalid("%v", &FieldError{Field: f.key, Err: err})
+		}
 	}
 	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
 		return nil, invalid("failed to parse prevResult: %v", err)
@@ -90,71 +97,41 @@ func Parse(stdin []byte) (*Config, error) {
 
 // ParseForDel is Parse for DEL, which must not fail on what it can work
 // around: the config may have been edited since ADD, and a chain's DEL stops
-// at the first failing plugin. Each invalid field falls back to its default,
-// an unusable prevResult is dropped (DEL works from its own record), and
-// every such problem is returned for logging. Only stdin that is not a JSON
-// object at all yields no config.
+// at the first failing plugin. Each invalid or mistyped field falls back to
+// its default, an unusable prevResult is dropped (DEL works from its own
+// record), and every such problem is returned for logging (a *FieldError
+// per field). Only stdin whose CNI fields cannot be decoded yields no config.
 func ParseForDel(stdin []byte) (*Config, []error) {
+	c, raw, err := decodeBase(stdin)
+	if err != nil {
+		return nil, []error{fmt.Errorf("network configuration: %w", err)}
+	}
 	var problems []error
-	c := &Config{}
-	if err := json.Unmarshal(stdin, c); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			// encoding/json skipped only the mistyped field(s) and decoded
-			// the rest: keep it, the field falls back to its default.
-			problems = append(problems, fmt.Errorf("network configuration: %v; field left at its default", err))
-		} else {
-			problems = append(problems, fmt.Errorf("network configuration: %v; using defaults", err))
-			c = &Config{}
-			if err := json.Unmarshal(stdin, &c.PluginConf); err != nil {
-				return nil, append(problems, err)
-			}
+	for _, f := range fields {
+		if err := f.apply(c, raw); err != nil {
+			f.reset(c)
+			problems = append(problems, &FieldError{Field: f.key, Severe: f.severe, Err: fmt.Errorf("%w; using %q", err, f.shown(c))})
 		}
 	}
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
-	}
-	fix := func(field string, bad bool, val *string, def string) {
-		if bad {
-			problems = append(problems, fmt.Errorf("%s %q is invalid; using %q", field, *val, def))
-			*val = def
-		}
-	}
-	fix("stateDir", !filepath.IsAbs(c.StateDir) || filepath.Clean(c.StateDir) == "/", &c.StateDir, DefaultStateDir)
-	if c.PinDir == "" {
-		c.PinDir = filepath.Join(c.StateDir, pinSubdir)
-	}
-	fix("pinDir", !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/", &c.PinDir, filepath.Join(c.StateDir, pinSubdir))
-	fix("logFile", c.LogFile != "" && !filepath.IsAbs(c.LogFile), &c.LogFile, "")
-	_, err := c.Level()
-	fix("logLevel", err != nil && c.LogLevel != "", &c.LogLevel, DefaultLogLevel)
-	if c.LogLevel == "" {
-		c.LogLevel = DefaultLogLevel
-	}
-	c.StateDir, c.PinDir = filepath.Clean(c.StateDir), filepath.Clean(c.PinDir)
 	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
-		problems = append(problems, fmt.Errorf("prevResult unusable, ignored: %v", err))
+		problems = append(problems, &FieldError{Field: "prevResult", Err: fmt.Errorf("unusable, ignored: %w", err)})
 		c.PrevResult, c.RawPrevResult = nil, nil
 	}
 	return c, problems
 }
 
-func (c *Config) validate() error {
-	if !filepath.IsAbs(c.StateDir) || filepath.Clean(c.StateDir) == "/" {
-		return invalid("stateDir %q must be an absolute path below /", c.StateDir)
+// decodeBase decodes the CNI fields (name, cniVersion, prevResult, the GC
+// list, ...) and returns leakguard's own keys raw, for the field table.
+func decodeBase(stdin []byte) (*Config, map[string]json.RawMessage, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &raw); err != nil {
+		return nil, nil, err
 	}
-	c.StateDir = filepath.Clean(c.StateDir)
-	if !filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) == "/" {
-		return invalid("pinDir %q must be an absolute path below /", c.PinDir)
+	c := &Config{}
+	if err := json.Unmarshal(stdin, &c.PluginConf); err != nil {
+		return nil, nil, err
 	}
-	c.PinDir = filepath.Clean(c.PinDir)
-	if c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
-		return invalid("logFile %q must be an absolute path", c.LogFile)
-	}
-	if _, err := c.Level(); err != nil {
-		return err
-	}
-	return nil
+	return c, raw, nil
 }
 
 // Level returns LogLevel as a slog level.
@@ -169,7 +146,7 @@ func (c *Config) Level() (slog.Level, error) {
 	case "error":
 		return slog.LevelError, nil
 	}
-	return 0, invalid("logLevel %q must be one of debug, info, warn, error", c.LogLevel)
+	return 0, fmt.Errorf("%q must be one of debug, info, warn, error", c.LogLevel)
 }
 
 func invalid(format string, a ...any) error {

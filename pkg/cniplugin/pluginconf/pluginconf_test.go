@@ -23,6 +23,22 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// A mistyped field fails ADD with code 7 naming that field (and its value).
+func TestMistypedFieldNamed(t *testing.T) {
+	for field, conf := range map[string]string{
+		"stateDir":            `{"stateDir":7}`,
+		"pinNetns":            `{"pinNetns":"yes"}`,
+		"logLevel":            `{"logLevel":["debug"]}`,
+		"cni.dev/attachments": `{"cni.dev/attachments":{"a":1}}`,
+	} {
+		_, err := Parse([]byte(conf))
+		var e *types.Error
+		if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.HasPrefix(e.Msg, field+":") {
+			t.Errorf("%s: got %v, want code 7 naming %q", conf, err, field)
+		}
+	}
+}
+
 // Every invalid value is CNI error 7 naming its field.
 func TestInvalidValues(t *testing.T) {
 	for field, conf := range map[string]string{
@@ -30,7 +46,7 @@ func TestInvalidValues(t *testing.T) {
 		"pinDir":   `{"pinDir":"/"}`,
 		"logFile":  `{"logFile":"leakguard.log"}`,
 		"logLevel": `{"logLevel":"verbose"}`,
-		"parse":    `{"stateDir":7}`,
+		"parse":    `{"stateDir":"/run/x"`,
 	} {
 		_, err := Parse([]byte(conf))
 		var e *types.Error
@@ -91,15 +107,23 @@ func TestParseForDel(t *testing.T) {
 	if len(problems) != 4 {
 		t.Fatalf("want 4 problems (logLevel, stateDir, pinDir, prevResult), got %v", problems)
 	}
-	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":7}`))
-	if c == nil || c.Name != "n" || c.StateDir != DefaultStateDir || len(problems) == 0 {
+	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":7,"logLevel":"debug"}`))
+	if c == nil || c.Name != "n" || c.StateDir != DefaultStateDir || c.LogLevel != "debug" || len(problems) != 1 {
 		t.Fatalf("mistyped field: config %+v, problems %v", c, problems)
+	}
+	// A stateDir DEL cannot use may miss every record: severe (logged as an error).
+	var fe *FieldError
+	if !errors.As(problems[0], &fe) || fe.Field != "stateDir" || !fe.Severe {
+		t.Fatalf("mistyped stateDir: problem %#v, want a severe stateDir FieldError", problems[0])
 	}
 	// A mistyped field elsewhere (a config edited since ADD) must not cost
 	// the custom stateDir: DEL would miss every record.
 	c, problems = ParseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","stateDir":"/run/custom","pinNetns":"yes"}`))
 	if c == nil || c.StateDir != "/run/custom" || c.PinDir != "/run/custom/netns" || c.PinNetns || len(problems) != 1 {
 		t.Fatalf("mistyped pinNetns: config %+v, problems %v", c, problems)
+	}
+	if !errors.As(problems[0], &fe) || fe.Field != "pinNetns" || fe.Severe {
+		t.Fatalf("mistyped pinNetns: problem %#v, want a non-severe pinNetns FieldError", problems[0])
 	}
 	if c, _ := ParseForDel([]byte(`[1]`)); c != nil {
 		t.Fatal("a non-object has no config")
