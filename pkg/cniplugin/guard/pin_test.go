@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -255,5 +256,33 @@ func TestGCLeavesPinsOfASharedPinDir(t *testing.T) {
 	}
 	if _, err := os.Stat(pin.Path); err != nil {
 		t.Fatalf("GC of one state dir removed another state dir's pin: %v", err)
+	}
+}
+
+// A pin dir owned by another uid is refused at ADD, as DEL and GC would
+// refuse to remove pins from it: otherwise the netns stays pinned forever
+// and every GC fails. Nothing is pinned or recorded, and GC stays clean.
+func TestAddRefusesForeignPinDir(t *testing.T) {
+	f := newFixture(t)
+	dir := filepath.Join(t.TempDir(), "pins")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	f.extra = map[string]any{"pinNetns": true, "pinDir": dir}
+	_, err := f.tryAdd(f.args(f.podPath, f.conf("1.1.0", f.prevResult(), nil)))
+	if err == nil || !strings.Contains(err.Error(), "owned by uid 4321") {
+		t.Fatalf("ADD with a foreign pin dir = %v; want refused naming the owner", err)
+	}
+	if r := f.loadRecord(); r != nil {
+		t.Fatalf("refused ADD left a record: %+v", r)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("refused ADD left pins: %v", ents)
+	}
+	if err := f.gc(nil); err != nil {
+		t.Fatalf("GC after a refused ADD: %v", err)
 	}
 }

@@ -220,17 +220,10 @@ func ensureDir(pinDir string) error {
 	if err := os.MkdirAll(pinDir, 0o700); err != nil {
 		return fmt.Errorf("create pin dir: %w", err)
 	}
-	fi, err := os.Lstat(pinDir)
-	if err != nil {
-		return fmt.Errorf("inspect pin dir: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("pin dir %s is not a directory", pinDir)
-	}
-	if fi.Mode().Perm() != 0o700 {
-		// Never chmod an existing directory (a mistyped pinDir such as
-		// /run would be locked down); Remove only trusts 0700 pin dirs.
-		return fmt.Errorf("pin dir %s has mode %#o: it must be a dedicated 0700 directory", pinDir, fi.Mode().Perm())
+	// The one rule Remove, RemoveOrphan and GC apply too: a pin dir they
+	// would refuse later must be refused now, or its pins outlive DEL.
+	if err := checkDirShape(pinDir); err != nil {
+		return err
 	}
 	d, err := os.Open(pinDir)
 	if err != nil {

@@ -233,6 +233,25 @@ func TestPinRefuses(t *testing.T) {
 		t.Errorf("refused pins left a file behind: %v", err)
 	}
 
+	// A pin dir owned by another uid would be refused by Remove, DEL and GC:
+	// New refuses it too, so no pin is ever made that cannot be removed.
+	foreign := filepath.Join(t.TempDir(), "foreign")
+	if err := os.Mkdir(foreign, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(foreign, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nspin.New(pod.Path(), foreign, "x"); err == nil || !strings.Contains(err.Error(), "owned by uid 4321") {
+		t.Errorf("Pin into a dir owned by another uid = %v; want refused naming the owner", err)
+	}
+	if _, err := os.Lstat(filepath.Join(foreign, "x")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused pin dir got a pin file: %v", err)
+	}
+	if fi, err := os.Lstat(foreign); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("refused pin dir changed: %v, %v", fi, err)
+	}
+
 	// Something that is not a pin at the pin path is left alone.
 	if _, err := nspin.New(pod.Path(), dir, "ok"); err != nil {
 		t.Fatal(err)

@@ -97,21 +97,12 @@ func checkPin(pin Pin) error {
 	return nil
 }
 
-// checkPinDir accepts only what ensureDir leaves: a real directory (not a
-// symlink), mode 0700, owned by us, that is a mount point. It keeps Remove
-// away from netns mounts it did not make, such as a runtime's /run/netns.
+// checkPinDir accepts only what ensureDir leaves: a directory that passes
+// checkDirShape and is a mount point. It keeps Remove away from netns mounts
+// it did not make, such as a runtime's /run/netns.
 func checkPinDir(dir string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: dir, Err: err}
-	}
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return fmt.Errorf("%s is not a directory", dir)
-	case st.Mode&0o7777 != 0o700:
-		return fmt.Errorf("%s has mode %#o, not a pin dir (0700)", dir, st.Mode&0o7777)
-	case int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("%s is owned by uid %d, not a pin dir", dir, st.Uid)
+	if err := checkDirShape(dir); err != nil {
+		return err
 	}
 	mnt, err := isMountPoint(dir)
 	if err != nil {
@@ -119,6 +110,26 @@ func checkPinDir(dir string) error {
 	}
 	if !mnt {
 		return fmt.Errorf("%s is not a mount point, not a pin dir", dir)
+	}
+	return nil
+}
+
+// checkDirShape is the ownership rule of a pin dir, for making pins and for
+// removing them alike: a real directory (not a symlink), mode 0700, owned by
+// the caller's uid. The mode is never changed: a mistyped pinDir such as
+// /run must be refused, not locked down.
+func checkDirShape(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("inspect pin dir: %w", &os.PathError{Op: "lstat", Path: dir, Err: err})
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("pin dir %s is not a directory", dir)
+	case st.Mode&0o7777 != 0o700:
+		return fmt.Errorf("pin dir %s has mode %#o: it must be a dedicated 0700 directory", dir, st.Mode&0o7777)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("pin dir %s is owned by uid %d, not by us (uid %d): its pins could not be removed", dir, st.Uid, os.Geteuid())
 	}
 	return nil
 }
