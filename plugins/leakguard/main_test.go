@@ -295,3 +295,73 @@ func parallel(t *testing.T, n int, fn func(i int) error) {
 		t.FailNow()
 	}
 }
+
+// The DEL failures README documents, and only those: each comes from skel
+// before leakguard runs (or from CNI fields leakguard cannot decode), and
+// ADD fails on the same input, so no attachment was ever recorded from it.
+// An invalid leakguard field is not among them: DEL works around it.
+func TestDelFailsOnlyAsDocumented(t *testing.T) {
+	node := nsutil.NewNS(t)
+	p := newPod(t, node, 0)
+	state := filepath.Join(t.TempDir(), "state")
+	good := p.conf(state)
+	with := func(k string, v any) []byte {
+		var m map[string]any
+		_ = json.Unmarshal(good, &m)
+		m[k] = v
+		b, _ := json.Marshal(m)
+		return b
+	}
+	env := func(drop string, set ...string) []string {
+		base := map[string]string{"CNI_CONTAINERID": p.cid, "CNI_NETNS": p.path, "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
+		delete(base, drop)
+		for i := 0; i+1 < len(set); i += 2 {
+			base[set[i]] = set[i+1]
+		}
+		var out []string
+		for k, v := range base {
+			out = append(out, k+"="+v)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name string
+		env  []string
+		conf []byte
+		code uint
+	}{
+		{"no CNI_CONTAINERID", env("CNI_CONTAINERID"), good, 4},
+		{"no CNI_IFNAME", env("CNI_IFNAME"), good, 4},
+		{"no CNI_PATH", env("CNI_PATH"), good, 4},
+		{"bad container ID", env("", "CNI_CONTAINERID", "a/b"), good, 4},
+		{"bad ifname", env("", "CNI_IFNAME", "a/b"), good, 4},
+		{"not JSON", env(""), []byte("{"), 6},
+		{"name mistyped", env(""), with("name", 7), 6},
+		{"no name", env(""), with("name", ""), 7},
+		{"bad name", env(""), with("name", "a/b"), 7},
+		{"unknown cniVersion", env(""), with("cniVersion", "9.9.9"), 1},
+	} {
+		for _, cmd := range []string{"DEL", "ADD"} {
+			var o bytes.Buffer
+			x := exec.Command(pluginBin)
+			x.Env = append(c.env, "CNI_COMMAND="+cmd)
+			x.Stdin, x.Stdout = bytes.NewReader(c.conf), &o
+			err := node.Do(func(ns.NetNS) error { return x.Run() })
+			var e struct {
+				Code uint `json:"code"`
+			}
+			if err == nil || json.Unmarshal(o.Bytes(), &e) != nil || e.Code != c.code {
+				t.Errorf("%s: %s = %v, stdout %q; want code %d", c.name, cmd, err, o.Bytes(), c.code)
+			}
+		}
+	}
+	// Invalid leakguard fields fail ADD (code 7) but never DEL.
+	for _, conf := range [][]byte{with("logLevel", "chatty"), with("stateDir", 7), with("pinNetns", "yes"), with("pinDir", "rel")} {
+		if out, _, err := run(node, "DEL", p.cid, p.path, conf); err != nil {
+			t.Errorf("DEL with %s failed: %v %s", conf, err, out)
+		}
+		if _, _, err := run(node, "ADD", p.cid, p.path, conf); err == nil {
+			t.Errorf("ADD with %s succeeded", conf)
+		}
+	}
+}
