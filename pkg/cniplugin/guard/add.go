@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,19 +23,50 @@ import (
 // through unchanged, in the config's cniVersion.
 func (p *Plugin) Add(args *skel.CmdArgs) error { return p.run("ADD", args, p.add) }
 
+// add gets the attachment's result (prevResult when chained, the delegate's
+// ADD when wrapping), records what the attachment owns on the host, and
+// prints the result unchanged in the config's cniVersion. In wrapper mode a
+// failure to record undoes the delegate's ADD with its DEL.
 func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) error {
-	if inv.conf.PrevResult == nil {
+	result := inv.conf.PrevResult
+	var w *wrapped
+	if inv.conf.Delegate != nil {
+		var err error
+		if w, err = p.renderDelegate(inv, args.StdinData); err != nil {
+			return err
+		}
+		if result, err = p.runner().Add(context.Background(), w.typ, w.stdin, args.Netns); err != nil {
+			return err // the main plugin's own error, as it gave it
+		}
+	} else if result == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig,
-			"leakguard must be chained after the plugin that creates the interface: no prevResult", "")
+			"leakguard must be chained after the plugin that creates the interface (or wrap it with \"delegate\"): no prevResult", "")
 	}
-	prev, err := current.NewResultFromResult(inv.conf.PrevResult)
+	err := p.record(inv, args, result, w)
+	if err != nil && w != nil {
+		if derr := p.delegateDel(inv.log, w, args.Netns); derr != nil {
+			err = fmt.Errorf("%w (undoing the main plugin's ADD failed too: %v)", err, derr)
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("convert prevResult: %w", err)
+		return err
 	}
+	return types.PrintResult(result, inv.conf.CNIVersion)
+}
 
+// record observes the attachment, pins its netns if asked, and saves the
+// record under the attachment's lock.
+func (p *Plugin) record(inv *invocation, args *skel.CmdArgs, result types.Result, w *wrapped) error {
+	prev, err := current.NewResultFromResult(result)
+	if err != nil {
+		return fmt.Errorf("convert result: %w", err)
+	}
 	rec, err := p.observe(inv, args, prev)
 	if err != nil {
 		return err
+	}
+	if w != nil {
+		rec.Delegate = w.stdin
 	}
 	st, lock, err := p.lock(inv)
 	if err != nil {
@@ -59,7 +91,7 @@ func (p *Plugin) add(inv *invocation, args *skel.CmdArgs) error {
 		return fmt.Errorf("save record: %w", err)
 	}
 	inv.log.Info("recorded attachment", "netns", rec.Netns.String(), "hostLinks", rec.HostLinks, "ips", rec.IPs)
-	return types.PrintResult(inv.conf.PrevResult, inv.conf.CNIVersion)
+	return nil
 }
 
 // observe builds the record: the netns identity, the container interfaces,

@@ -18,7 +18,13 @@ import (
 // Check verifies that the record still describes the attachment: the netns
 // is the recorded one, every recorded host link is still the same object,
 // and the record agrees with prevResult.
-func (p *Plugin) Check(args *skel.CmdArgs) error { return p.run("CHECK", args, p.check) }
+// Wrapping a delegate, the delegate's CHECK runs first and errors of both
+// are reported.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	return p.run("CHECK", args, func(inv *invocation, args *skel.CmdArgs) error {
+		return joinErrors(p.forward(inv, "CHECK", args), p.check(inv, args))
+	})
+}
 
 func (p *Plugin) check(inv *invocation, args *skel.CmdArgs) error {
 	if inv.conf.PrevResult == nil {

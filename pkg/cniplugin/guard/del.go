@@ -2,23 +2,32 @@ package guard
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
+	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
 	"github.com/leakguard/leakguard/pkg/netns/nspin"
 )
 
 // Del removes the attachment's host side when its netns is gone, after
-// proving each object is the recorded one, then forgets the record. It runs
-// first in a chain's DEL: it fails only transiently (lock timeout, code 11),
-// never because something is missing, so the main plugin's DEL always runs.
+// proving each object is the recorded one, then forgets the record.
 //
-// The steps: classify the netns (nsident) → load the record (store) →
-// verify and reap (reapGone) → forget, or keep a tombstone when the main
-// plugin still has the host side to clean.
+// Chained, it runs first in the chain's DEL: it fails only transiently (lock
+// timeout, code 11), never because something is missing, so the main
+// plugin's DEL always runs. Wrapping a delegate, it decides what the main
+// plugin's DEL sees: the runtime's CNI_NETNS when the netns is alive, the pin
+// when the netns is gone but pinned (the main plugin's complete teardown),
+// else none; and it returns the main plugin's error, keeping the record so
+// that the retry runs the main plugin again.
+//
+// The steps: load the record (store) → classify the netns (nsident) → the
+// main plugin's DEL (wrapper mode) → verify and reap (reapGone) → forget, or
+// keep a tombstone when the main plugin still has the host side to clean or
+// the netns is doomed.
 func (p *Plugin) Del(args *skel.CmdArgs) error { return p.run("DEL", args, p.del) }
 
 func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
@@ -28,6 +37,9 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 			return err
 		}
 		inv.log.Error("state unusable; nothing can be reaped", "err", err)
+		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {
+			return p.delegateDel(inv.log, w, netnsIfNetns(args.Netns))
+		}
 		return nil
 	}
 	forgotten := false
@@ -40,9 +52,18 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 		inv.log.Warn("record not acted upon", "reason", disc.Error())
 	case err != nil:
 		inv.log.Error("cannot read record; leaving it for a later DEL", "err", err)
+		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {
+			return p.delegateDel(inv.log, w, netnsIfNetns(args.Netns))
+		}
 		return nil
 	}
+	w := p.delegateForDel(inv, args.StdinData, rec)
 	if rec == nil {
+		if w != nil {
+			if err := p.delegateDel(inv.log, w, netnsIfNetns(args.Netns)); err != nil {
+				return err
+			}
+		}
 		p.removeOrphanPin(inv)
 		p.reapUnrecorded(inv, args.Netns)
 		forgotten = true
@@ -54,29 +75,69 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	switch v.State {
 	case nsident.Unknown:
 		log.Warn("netns cannot be examined: leaving host side and record")
+		if w != nil {
+			return p.delegateDel(log, w, "") // its IP release needs no netns
+		}
 		return nil
 	case nsident.Alive:
-		log.Info("netns alive: host side left to the main plugin")
-		if rec.Pin != nil && !removePin(log.With("pin", rec.Pin.Path), rec) {
-			return nil // the record is what lets GC remove the pin later
-		}
-		if p.tombstone(log, st, rec) {
-			forgotten = true
-			return nil
-		}
-	case nsident.Gone:
-		if left := p.reapGone(log, nil, rec, otherClaims(st, rec.Key)); left != nil {
-			if err := st.Save(left); err != nil {
-				log.Error("cannot keep record of objects not reaped", "err", err)
-			}
-			return nil
+		return p.delAlive(log, st, rec, w, args.Netns, &forgotten)
+	}
+	var derr error
+	if w != nil {
+		pin := usablePin(log, rec)
+		if derr = p.delegateDel(log, w, pin); derr != nil && pin != "" {
+			// Keep the pin and the pod's interfaces for the retry: the
+			// main plugin's teardown learns from them (bridge finds its
+			// masquerade rules through the container interface's IPs).
+			return derr
 		}
 	}
-	if err := st.Remove(inv.key); err != nil {
+	if left := p.reapGone(log, nil, rec, otherClaims(st, rec.Key)); left != nil || derr != nil {
+		if left == nil {
+			left = rec
+		}
+		if err := st.Save(left); err != nil {
+			log.Error("cannot keep record of objects not reaped", "err", err)
+		}
+		return derr
+	}
+	return p.forget(log, st, rec, &forgotten)
+}
+
+// delAlive serves a DEL whose netns is the recorded one and alive: the host
+// side belongs to the main plugin (chained: it runs next; wrapped: now). The
+// doomed check reads whether gss-proxy armed the netns, which the kernel then
+// never frees; wrapped, leakguard then evacuates it (virtual interfaces
+// deleted, devices returned to the host) so that nothing is stranded there.
+func (p *Plugin) delAlive(log *slog.Logger, st *store.Store, rec *record.Record, w *wrapped, netns string, forgotten *bool) error {
+	if w != nil {
+		if err := p.delegateDel(log, w, netns); err != nil {
+			return err // host side and record stay for the retry
+		}
+	} else {
+		log.Info("netns alive: host side left to the main plugin")
+	}
+	p.checkDoomed(log, rec, netns, w != nil)
+	if rec.Pin != nil && !removePin(log.With("pin", rec.Pin.Path), rec) {
+		if err := st.Save(rec); err != nil {
+			log.Error("cannot update record", "err", err)
+		}
+		return nil // the record is what lets GC remove the pin later
+	}
+	if p.tombstone(log, st, rec, w != nil) {
+		*forgotten = true
+		return nil
+	}
+	return p.forget(log, st, rec, forgotten)
+}
+
+// forget removes the attachment's record.
+func (p *Plugin) forget(log *slog.Logger, st *store.Store, rec *record.Record, forgotten *bool) error {
+	if err := st.Remove(rec.Key); err != nil {
 		log.Error("cannot remove record", "err", err)
 		return nil
 	}
-	forgotten = true
+	*forgotten = true
 	return nil
 }
 

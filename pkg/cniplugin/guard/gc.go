@@ -44,7 +44,13 @@ const staleTempAge = 10 * time.Minute
 // orphaned (reachable by nothing, not at its recorded path) are reaped.
 // It goes on past errors and reports them all; each attachment is locked
 // while it is handled, so GC never races ADD or DEL of the same one.
-func (p *Plugin) GC(args *skel.CmdArgs) error { return p.run("GC", args, p.gc) }
+// Wrapping a delegate, the delegate's GC (with the same list) runs first and
+// errors of both are reported.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	return p.run("GC", args, func(inv *invocation, args *skel.CmdArgs) error {
+		return joinErrors(p.forward(inv, "GC", args), p.gc(inv, args))
+	})
+}
 
 func (p *Plugin) gc(inv *invocation, _ *skel.CmdArgs) error {
 	st, err := store.Open(inv.conf.StateDir)
@@ -204,8 +210,11 @@ func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Sto
 	if err != nil {
 		return fmt.Errorf("tombstone %s: %w", e.Path, err)
 	}
-	if !remain {
+	if !remain && !t.GSSProxyArmed { // a doomed netns's tombstone is kept for the boot
 		return st.RemoveFile(e.Path)
+	}
+	if !remain {
+		return nil
 	}
 	if reach == nil || reach.Reachable(t.Netns) {
 		return nil // the main plugin can still clean it, or the pod lives on

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
@@ -39,6 +40,13 @@ type Plugin struct {
 	// Classify tells, inside the pod netns at ADD, devices moved into the
 	// pod (returned to the host at rescue) from virtual ones (deleted).
 	Classify func(netlink.Link) (moved bool, hostName string)
+	// Exec runs delegates (wrapper mode); nil is a real exec through
+	// libcni's pkg/invoke.
+	Exec invoke.Exec
+	// GSSFlagPath is read from a thread inside a pod netns to tell whether
+	// gss-proxy armed it; empty is rescue.DefaultGSSFlagPath (tests point it
+	// at a file of their own).
+	GSSFlagPath string
 }
 
 // New returns a Plugin with production settings.

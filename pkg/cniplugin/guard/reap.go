@@ -54,7 +54,7 @@ func (p *Plugin) rescue(log *slog.Logger, rec *record.Record) {
 	if err != nil {
 		pinLog.Warn("pin not usable: host-side reaping only", "err", err)
 	} else {
-		rep, err := rescue.Rescue(n, rec.Interfaces, rescue.Options{})
+		rep, err := rescue.Rescue(n, rec.Interfaces, rescue.Options{GSSFlagPath: p.GSSFlagPath})
 		n.Close()
 		for _, c := range rep.Deleted {
 			pinLog.Info("deleted pod interface from inside the leaked netns", "iface", c.Name)
@@ -162,11 +162,24 @@ func reapLinks(log *slog.Logger, nl *netlink.Handle, links []podlink.Identity) [
 
 // tombstone keeps the host-link identities of an attachment whose DEL left
 // the host side to the main plugin, so that GC and the scan can still reap
-// them should the netns leak after all. It reports whether the record was
-// moved (else the caller removes it).
-func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record) bool {
-	if len(rec.HostLinks) == 0 {
+// them should the netns leak after all, and keeps the record of a doomed
+// netns (gss-proxy armed) for the boot: the scan and the agent count it. It
+// reports whether the record was moved (else the caller removes it).
+// wrapped: the main plugin's DEL already ran, so only links that remain
+// need a tombstone.
+func (p *Plugin) tombstone(log *slog.Logger, st *store.Store, rec *record.Record, wrapped bool) bool {
+	keep := rec.GSSProxyArmed || len(rec.HostLinks) > 0
+	if wrapped && !rec.GSSProxyArmed {
+		remain, err := podlink.Remains(nil, rec.HostLinks)
+		keep = remain || err != nil
+	}
+	if !keep {
 		return false
+	}
+	if rec.GSSProxyArmed {
+		if err := st.Save(rec); err != nil {
+			log.Error("cannot record the doomed netns", "err", err)
+		}
 	}
 	path, err := st.Tombstone(rec.Key)
 	if err != nil {
@@ -197,8 +210,8 @@ func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
 		log.Warn("tombstone discarded", "reason", err)
 	}
 	for _, t := range tombs {
-		if t.Path == skip {
-			continue
+		if t.Path == skip || t.Record.GSSProxyArmed {
+			continue // a doomed netns's tombstone is kept for the boot
 		}
 		if remain, err := podlink.Remains(nil, t.Record.HostLinks); remain || err != nil {
 			continue

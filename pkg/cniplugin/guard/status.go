@@ -13,7 +13,14 @@ import (
 
 // Status reports whether leakguard can do its job: the state dir is usable
 // (a probe file can be written) and netlink answers. Failures are code 50.
-func (p *Plugin) Status(args *skel.CmdArgs) error { return p.run("STATUS", args, p.status) }
+// Wrapping a delegate, the delegate's STATUS runs first (skel calls STATUS
+// only for cniVersion 1.1.0 and later, which the delegate shares) and errors
+// of both are reported.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	return p.run("STATUS", args, func(inv *invocation, args *skel.CmdArgs) error {
+		return joinErrors(p.forward(inv, "STATUS", args), p.status(inv, args))
+	})
+}
 
 func (p *Plugin) status(inv *invocation, _ *skel.CmdArgs) error {
 	st, err := store.Open(inv.conf.StateDir)

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/leakguard/leakguard/pkg/cniplugin/delegate"
 )
 
 // field is the rule for one of leakguard's keys: how it is decoded, what
@@ -75,6 +77,23 @@ var fields = []field{
 		shown:  func(c *Config) string { return fmt.Sprint(c.PinNetns) },
 	},
 	{
+		// Wrapper mode: the main plugin's own config, run by leakguard.
+		key: "delegate",
+		decode: func(c *Config, v json.RawMessage) error {
+			d, err := delegate.Parse(v, c.Name, c.CNIVersion)
+			c.Delegate = d
+			return err
+		},
+		reset: func(c *Config) { c.Delegate = nil },
+		check: func(*Config) error { return nil },
+		shown: func(c *Config) string {
+			if c.Delegate == nil {
+				return "no delegate"
+			}
+			return c.Delegate.Type
+		},
+	},
+	{
 		key: "cni.dev/attachments",
 		decode: func(c *Config, v json.RawMessage) error {
 			var list []types.GCAttachment
@@ -96,7 +115,7 @@ func (f field) apply(c *Config, raw map[string]json.RawMessage) error {
 	if v, ok := lookup(raw, f.key); ok && string(v) != "null" {
 		if err := f.decode(c, v); err != nil {
 			f.reset(c)
-			return fmt.Errorf("cannot decode %s: %v", strings.TrimSpace(string(v)), typeError(err))
+			return fmt.Errorf("cannot use %s: %v", abbrev(v), typeError(err))
 		}
 		if f.shown(c) == "" {
 			f.reset(c) // an empty string means the default
@@ -131,6 +150,16 @@ func typeError(err error) string {
 		return fmt.Sprintf("a JSON %s, want %s", te.Value, te.Type)
 	}
 	return err.Error()
+}
+
+// abbrev shows a raw value in an error, cut short: a delegate object can be
+// long.
+func abbrev(v json.RawMessage) string {
+	s := strings.TrimSpace(string(v))
+	if len(s) > 80 {
+		return s[:77] + "..."
+	}
+	return s
 }
 
 func absBelowRoot(p *string) error {

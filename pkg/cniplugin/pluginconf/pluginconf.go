@@ -14,6 +14,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/leakguard/leakguard/pkg/cniplugin/delegate"
 )
 
 // Defaults for the optional fields.
@@ -44,6 +46,9 @@ type Config struct {
 	// DEL or GC of the attachment.
 	PinNetns bool   `json:"pinNetns"`
 	PinDir   string `json:"pinDir"`
+	// Delegate, when set, is the main plugin leakguard wraps (wrapper mode);
+	// nil in chained mode.
+	Delegate *delegate.Conf `json:"-"`
 
 	// LegacyAttachments is the GC list under the key older libcni versions
 	// also send (CNI spec 1.1.0 named it so by mistake).

@@ -3,6 +3,7 @@
 package record
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -43,6 +44,9 @@ type Record struct {
 	// Pin is the bind mount that keeps the netns reachable for rescue
 	// (pinNetns), nil when not pinned.
 	Pin *nspin.Pin `json:"pin,omitempty"`
+	// Delegate is the main plugin's config as leakguard rendered it at ADD
+	// (wrapper mode), replayed at DEL when DEL's own config lacks it.
+	Delegate json.RawMessage `json:"delegate,omitempty"`
 	// GSSProxyArmed is set once /proc/net/rpc/use-gss-proxy read 1 inside
 	// the netns: the kernel will never free it.
 	GSSProxyArmed bool `json:"gssProxyArmed,omitempty"`

@@ -279,6 +279,23 @@ func tempName() string {
 	return "lgr" + hex.EncodeToString(b)
 }
 
+// GSSFlag reads the gss-proxy flag of podNS from a thread inside it (the
+// doomed-netns check of a DEL that finds the netns alive): one of GSSArmed,
+// GSSOff, GSSUnavailable, GSSUnknown. flagPath empty means
+// DefaultGSSFlagPath.
+func GSSFlag(podNS ns.NetNS, flagPath string) (string, error) {
+	if flagPath == "" {
+		flagPath = DefaultGSSFlagPath
+	}
+	state := GSSUnknown
+	err := podNS.Do(func(ns.NetNS) error {
+		var err error
+		state, err = readGSSFlag(flagPath)
+		return err
+	})
+	return state, err
+}
+
 // readGSSFlag reads the auth_rpcgss use-gss-proxy flag at path, which must be
 // the netns of the calling thread (see DefaultGSSFlagPath).
 func readGSSFlag(path string) (string, error) {

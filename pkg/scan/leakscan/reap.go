@@ -198,6 +198,9 @@ func dropIfEmpty(st *store.Store, o *Owner, rec record.Record) (bool, string, er
 	if remain {
 		return false, "state file kept: one of its host links still exists as recorded", nil
 	}
+	if rec.GSSProxyArmed {
+		return false, "tombstone kept: its netns is doomed (gss-proxy armed), counted for the boot", nil
+	}
 	if rec.Pin != nil {
 		return false, fmt.Sprintf("record kept: it holds the netns pin %s, which DEL or GC removes", rec.Pin.Path), nil
 	}
