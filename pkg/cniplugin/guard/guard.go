@@ -61,39 +61,57 @@ func New(stderr io.Writer) *Plugin {
 // attachment is judged orphaned only when, in addition, the runtime's path
 // no longer holds its netns and every link still proves to be its own.
 func reachable(pinDir string, log *slog.Logger) (Reachability, error) {
-	set, err := nsreach.Reachable(nsreach.Options{
-		IgnoreMountsUnder: []string{pinDir},
-		Unreadable: func(pid int, err error) {
-			log.Debug("process not inspectable; its netns is not counted", "pid", pid, "err", err)
-		},
-	})
+	walk := func() (nsreach.Set, error) {
+		return nsreach.Reachable(nsreach.Options{
+			IgnoreMountsUnder: []string{pinDir},
+			Unreadable: func(pid int, err error) {
+				log.Debug("process not inspectable; its netns is not counted", "pid", pid, "err", err)
+			},
+		})
+	}
+	set, err := walk()
 	if err != nil {
 		return nil, err
 	}
-	return &reachView{set: set}, nil
+	return &reachView{set: set, walk: walk}, nil
 }
+
+// nsidAttempts bounds the walks NSIDReachable makes while namespaces churn.
+const nsidAttempts = 4
 
 // reachView answers reachability by identity, and by host nsid (resolved
 // once, on first use).
 type reachView struct {
 	set   nsreach.Set
+	walk  func() (nsreach.Set, error)
 	nsids map[int]nsident.Identity
 }
 
 func (r *reachView) Reachable(id nsident.Identity) bool { return r.set.Reachable(id) }
 
+// NSIDReachable needs every reachable netns resolved to its nsid: one that
+// vanished between the walk and its resolution might be the one asked
+// about, reached in a way the walk did not see. Namespaces of other pods
+// come and go all the time on a busy node, so a walk with vanished ones is
+// retried (a fresh walk sees the new references) before giving up.
 func (r *reachView) NSIDReachable(nsid int) (bool, error) {
-	if r.nsids == nil {
+	for attempt := 1; r.nsids == nil; attempt++ {
 		m, unresolved, err := nsreach.NSIDs(r.set)
 		if err != nil {
 			return false, err
 		}
-		if unresolved > 0 {
-			// Some netns could not be reopened: any nsid might be one of
-			// them, so none can be proved unreachable now.
-			return false, fmt.Errorf("%d reachable netns vanished while being resolved", unresolved)
+		if unresolved == 0 {
+			r.nsids = m
+			break
 		}
-		r.nsids = m
+		if attempt == nsidAttempts || r.walk == nil {
+			// Any nsid might be one of them: none can be proved
+			// unreachable now.
+			return false, fmt.Errorf("%d reachable netns vanished while being resolved (%d walks)", unresolved, attempt)
+		}
+		if r.set, err = r.walk(); err != nil {
+			return false, err
+		}
 	}
 	_, ok := r.nsids[nsid]
 	return ok, nil
