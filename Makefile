@@ -7,6 +7,9 @@ BIN       := $(CURDIR)/bin
 CNI_VERSION     ?= v1.3.1
 PLUGINS_VERSION ?= v1.10.0
 CNI_BIN   := $(CURDIR)/.cache/cni/bin
+# The linter make test runs, built from the Go module proxy (rules in .golangci.yml).
+LINT_VERSION    ?= v2.15.0
+TOOLS     := $(CURDIR)/.cache/tools
 
 DESTDIR   ?=
 CNI_BIN_DIR  ?= /opt/cni/bin
@@ -21,7 +24,7 @@ GOFLAGS_BUILD := -trimpath -ldflags=-s\ -w
 export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
 
-.PHONY: all build test-bins test-deps test vet fmt-check shellcheck demo bench install clean
+.PHONY: all build test-bins test-deps test vet fmt-check shellcheck lint demo bench install clean
 
 all: build
 
@@ -47,6 +50,14 @@ fmt-check:
 
 shellcheck:
 	shellcheck scripts/*.sh .ci/run
+
+$(TOOLS)/golangci-lint-$(LINT_VERSION):
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && GOBIN=$(TOOLS) GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(LINT_VERSION)
+	mv $(TOOLS)/golangci-lint $@
+
+lint: $(TOOLS)/golangci-lint-$(LINT_VERSION)
+	$(TOOLS)/golangci-lint-$(LINT_VERSION) run ./...
 
 # -race needs cgo: tests are built with it, the shipped binaries without.
 test: build test-bins test-deps vet fmt-check shellcheck
