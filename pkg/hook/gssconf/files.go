@@ -16,6 +16,17 @@ const (
 	MainFile = "gssproxy.conf"
 )
 
+// Bounds on what the hook looks at in Dir. A real gssproxy config directory
+// holds gssproxy.conf and a handful of drop-ins (Debian ships one,
+// 24-nfs-server.conf). The caps
+// keep a hostile image from making the hook list or read without end: at
+// most MaxDirEntries names listed, MaxDropIns drop-ins read, MaxFileSize each
+// (see disable.go), which is well under a second of work.
+const (
+	MaxDirEntries = 4096
+	MaxDropIns    = 64
+)
+
 // dropIn is gssproxy's own pattern for drop-ins, "^[0-9]{2}-.+\.conf$"
 // (POSIX regex: "." also matches a newline).
 var dropIn = regexp.MustCompile(`(?s)^[0-9]{2}-.+\.conf$`)
