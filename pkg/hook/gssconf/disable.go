@@ -18,9 +18,9 @@ const MaxFileSize = 1 << 20
 // falseFor maps each true spelling, by length, to a false value of the same
 // length: gssproxy trims the trailing blanks, and anything that is not a
 // true spelling is false. A 1-byte value ("1") cannot hold "no": "0" is the
-// one-byte false. Every proper prefix of the new value written over the old
-// one (n, no, "no " over yes; n, no, "no ", over true; n over on) is false
-// too, so even a write cut short leaves each setting either untouched or off.
+// one-byte false. Each new value changes the first byte, and a write of it
+// cut short leaves a false mix too (nes, nos; nn; nrue, noue, "no e"), so a
+// killed hook leaves every setting untouched or off (TestCutShortWriteIsFalse).
 var falseFor = map[int]string{1: "0", 2: "no", 3: "no ", 4: "no  "}
 
 // Edit is one kernel_nfsd value to overwrite in place: the bytes at Off in

@@ -1,6 +1,7 @@
 // Package gssconf knows which gssproxy configuration files gssproxy reads and
-// how it reads their kernel_nfsd settings, and rewrites every setting that
-// gssproxy would take as true to "no". Facts it relies on were checked against
+// how it reads their kernel_nfsd settings, and computes the in-place edit that
+// overwrites every value gssproxy would take as true with a false one of the
+// same length. Facts it relies on were checked against
 // the real gssproxy 0.9.1 binary (ding-libs ini parser).
 package gssconf
 

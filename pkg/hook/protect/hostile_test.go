@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +96,24 @@ func TestTooManyDirEntries(t *testing.T) {
 // inode, changes only the value's bytes, and leaves a value gssproxy reads as
 // false.
 func TestEditInPlaceEveryTrueSpelling(t *testing.T) {
-	for _, v := range []string{"1", "on", "On", "oN", "ON", "yes", "Yes", "yEs", "YES", "true", "True", "tRuE", "TRUE"} {
+	var spellings []string // 1, on, yes, true in every ASCII case: 1+4+8+16
+	for _, w := range []string{"1", "on", "yes", "true"} {
+		for mask := 0; mask < 1<<len(w); mask++ {
+			b := []byte(w)
+			for i := range b {
+				if mask&(1<<i) != 0 && b[i] >= 'a' {
+					b[i] -= 'a' - 'A'
+				}
+			}
+			if !slices.Contains(spellings, string(b)) {
+				spellings = append(spellings, string(b))
+			}
+		}
+	}
+	if len(spellings) != 29 {
+		t.Fatalf("%d spellings: %q", len(spellings), spellings)
+	}
+	for _, v := range spellings {
 		for _, sp := range []string{" = ", "=", "\t=\t", " =  "} {
 			c := newContainer(t)
 			in := "[service/nfs-server]\n  mechs = krb5\n  kernel_nfsd" + sp + v + "\n  euid = 0\n"
