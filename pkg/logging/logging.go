@@ -9,20 +9,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 )
 
 // New returns a logger and a func that closes the log file. A log file that
-// cannot be opened is reported on stderr and does not stop the plugin: a
+// cannot be opened, or that OpenFile refuses (not a regular file, ...), is
+// reported on stderr with the reason and does not stop the plugin: a
 // missing log must never make DEL fail.
 func New(logFile string, level slog.Level, stderr io.Writer) (*slog.Logger, func()) {
 	stderrMin := slog.LevelError
 	var file slog.Handler
 	closeFn := func() {}
 	if logFile != "" {
-		f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		f, err := OpenFile(logFile, 0o600)
 		if err != nil {
-			fmt.Fprintf(stderr, "leakguard: cannot open log file %s: %v\n", logFile, err)
+			fmt.Fprintf(stderr, "leakguard: cannot open log file %s: %v; logging to stderr\n", logFile, err)
 		} else {
 			file = slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})
 			closeFn = func() { f.Close() }

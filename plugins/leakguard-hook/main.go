@@ -13,6 +13,7 @@ import (
 
 	"github.com/leakguard/leakguard/pkg/hook/hookpolicy"
 	"github.com/leakguard/leakguard/pkg/hook/protect"
+	"github.com/leakguard/leakguard/pkg/logging"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stderr)) }
@@ -34,14 +35,11 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	if policyErr != nil {
 		fmt.Fprintf(stderr, "leakguard-hook: %v; using the default policy (mode %s, fail-open)\n", policyErr, policy.Mode)
 	}
-	logw, logErr := openLog(policy.LogFile, stderr)
+	logw := openLog(policy.LogFile, stderr)
 	defer logw.Close()
 
 	res := protect.Run(stdin, policy)
 	res.PolicyErr = policyErr
-	if logErr != nil && res.Err == nil {
-		res.Decision, res.Err = protect.Failed, logErr
-	}
 	res.Log(slog.New(slog.NewJSONHandler(logw, nil)))
 	if res.Err != nil && policy.FailClosed {
 		fmt.Fprintf(stderr, "leakguard-hook: container %q not protected: %v (policy failClosed: failing the hook)\n", res.ID, res.Err)
@@ -50,16 +48,20 @@ func run(args []string, stdin io.Reader, stderr io.Writer) int {
 	return 0
 }
 
-// openLog opens the policy's log file for appending, or falls back to stderr.
-func openLog(path string, stderr io.Writer) (io.WriteCloser, error) {
-	if path != "" {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err == nil {
-			return f, nil
-		}
-		return nopCloser{stderr}, fmt.Errorf("failed to open log file: %w", err)
+// openLog opens the policy's log file for appending, or falls back to
+// stderr. A log file that cannot be used (missing directory, a symlink, a
+// FIFO, ...: see logging.OpenFile) is reported on stderr and the line goes
+// there: the hook never blocks or fails a container over its own log.
+func openLog(path string, stderr io.Writer) io.WriteCloser {
+	if path == "" {
+		return nopCloser{stderr}
 	}
-	return nopCloser{stderr}, nil
+	f, err := logging.OpenFile(path, 0o640)
+	if err != nil {
+		fmt.Fprintf(stderr, "leakguard-hook: cannot open log file %s: %v; logging to stderr\n", path, err)
+		return nopCloser{stderr}
+	}
+	return f
 }
 
 type nopCloser struct{ io.Writer }

@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -75,6 +77,8 @@ func privilegedSpec() *specs.Spec {
 type hookRun struct {
 	code           int
 	stdout, stderr string
+	elapsed        time.Duration
+	maxRSS         int64 // bytes
 }
 
 // runHook feeds state to the binary as a runtime would.
@@ -84,8 +88,12 @@ func runHook(t *testing.T, state string, args ...string) hookRun {
 	cmd.Stdin = strings.NewReader(state)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	err := cmd.Run()
-	r := hookRun{stdout: stdout.String(), stderr: stderr.String()}
+	r := hookRun{stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.maxRSS = ru.Maxrss << 10 // KiB on Linux
+	}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {

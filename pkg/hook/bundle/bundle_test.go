@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -190,5 +191,52 @@ func TestMountPoints(t *testing.T) {
 	want := []MountPoint{{"/proc", false}, {"/srv/gss", true}, {"/srv/x", true}, {"/data", false}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v want %+v", got, want)
+	}
+}
+
+// TestSpecFileHostile: a config.json that is a FIFO (with or without a
+// writer), a symlink, a directory or larger than MaxSpec is refused at once,
+// never waited on or read whole.
+func TestSpecFileHostile(t *testing.T) {
+	real := writeBundle(t, privileged())
+	tests := map[string]func(t *testing.T, p string){
+		"fifo": func(t *testing.T, p string) { must(t, syscall.Mkfifo(p, 0o644)) },
+		"fifo with a writer": func(t *testing.T, p string) {
+			must(t, syscall.Mkfifo(p, 0o644))
+			r, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+			must(t, err)
+			w, err := os.OpenFile(p, os.O_WRONLY, 0)
+			must(t, err)
+			t.Cleanup(func() { w.Close(); r.Close() })
+		},
+		"symlink":   func(t *testing.T, p string) { must(t, os.Symlink(filepath.Join(real, "config.json"), p)) },
+		"directory": func(t *testing.T, p string) { must(t, os.Mkdir(p, 0o755)) },
+		"too large": func(t *testing.T, p string) {
+			must(t, os.WriteFile(p, []byte(`{"root":{"path":"rootfs"}}`), 0o644))
+			must(t, os.Truncate(p, MaxSpec+1))
+		},
+	}
+	for name, mk := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			mk(t, filepath.Join(dir, "config.json"))
+			done := make(chan error, 1)
+			go func() { _, err := load(state("c1", dir)); done <- err }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "bundle config") {
+					t.Fatalf("err = %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Load blocked on config.json")
+			}
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,12 +2,35 @@ package gssconf
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
-// Marker starts the comment Disable adds above each line it changes.
-const Marker = "# leakguard-hook:"
+// MaxFileSize bounds the config files the hook reads. gssproxy configs are a
+// few hundred bytes (Debian's two files) to about a kilobyte (EL7's single
+// file); 1 MiB is a thousand times that, so no real config comes near it,
+// and a file that size is read, parsed and edited in milliseconds with a few
+// MiB of memory. Anything larger is an image trying to stall the hook past
+// its runtime timeout or to press the node's memory.
+const MaxFileSize = 1 << 20
+
+// falseFor maps each true spelling, by length, to a false value of the same
+// length: gssproxy trims the trailing blanks, and anything that is not a
+// true spelling is false. A 1-byte value ("1") cannot hold "no": "0" is the
+// one-byte false. Each new value changes the first byte, and a write of it
+// cut short leaves a false mix too (nes, nos; nn; nrue, noue, "no e"), so a
+// killed hook leaves every setting untouched or off (TestCutShortWriteIsFalse).
+var falseFor = map[int]string{1: "0", 2: "no", 3: "no ", 4: "no  "}
+
+// Edit is one kernel_nfsd value to overwrite in place: the bytes at Off in
+// the file (in its own encoding) are Old and become New, of the same length.
+type Edit struct {
+	Line int // 1-based line number
+	Off  int
+	Old  []byte
+	New  []byte
+}
 
 // Assignments lists every kernel_nfsd assignment in a config file, true or not.
 func Assignments(content []byte) ([]Assignment, error) {
@@ -25,45 +48,55 @@ func Assignments(content []byte) ([]Assignment, error) {
 	return out, nil
 }
 
-// Disable rewrites every kernel_nfsd assignment gssproxy would read as true
-// to "no", keeping the key's spelling, indentation, line endings and
-// encoding, and puts a full-line comment above it. It returns the new
-// content and how many assignments it changed; with none, content is
-// returned as is. Running it on its own output changes nothing.
-func Disable(content []byte) ([]byte, int, error) {
+// Edits returns the in-place edits that set every kernel_nfsd assignment
+// gssproxy would read as true to a false value of the same length (see
+// falseFor), in file order. Nothing else in the file changes: not its
+// length, key spelling, indentation, line endings, encoding or any other
+// byte. Applying them to content and calling Edits again returns none.
+func Edits(content []byte) ([]Edit, error) {
 	text, enc, err := decodeFile(content)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	lines := splitLines(string(text))
-	defaultEOL := "\n"
-	if len(lines) > 0 {
-		if _, eol := cutEOL(lines[0]); eol == "\r\n" {
-			defaultEOL = eol
+	var (
+		edits []Edit
+		off   = len(enc.bom) // raw offset of the current line
+	)
+	for i, line := range splitLines(string(text)) {
+		body, _ := cutEOL(line)
+		if v := parseLine(body); v >= 0 && IsTrue(body[v:]) {
+			value := strings.TrimRight(body[v:], blanks) // a true spelling: ASCII
+			start := off + enc.rawLen(body[:v])
+			edits = append(edits, Edit{
+				Line: i + 1,
+				Off:  start,
+				Old:  bytes.Clone(content[start : start+enc.rawLen(value)]),
+				New:  enc.encode([]byte(falseFor[len(value)]))[len(enc.bom):],
+			})
 		}
+		off += enc.rawLen(line)
 	}
-	var b strings.Builder
-	changed := 0
-	for _, line := range lines {
-		body, eol := cutEOL(line)
-		v := parseLine(body)
-		if v < 0 || !IsTrue(body[v:]) {
-			b.WriteString(line)
-			continue
-		}
-		commentEOL := eol
-		if commentEOL == "" {
-			commentEOL = defaultEOL
-		}
-		fmt.Fprintf(&b, "%s %s was %q, set to no to keep gssproxy from enabling kernel NFS support (netns leak)%s",
-			Marker, Key, strings.Trim(body[v:], blanks), commentEOL)
-		b.WriteString(body[:v] + "no" + eol)
-		changed++
+	return edits, nil
+}
+
+// Apply returns a copy of content with edits applied.
+func Apply(content []byte, edits []Edit) []byte {
+	out := bytes.Clone(content)
+	for _, e := range edits {
+		copy(out[e.Off:], e.New)
 	}
-	if changed == 0 {
-		return content, 0, nil
+	return out
+}
+
+// Disable returns content with every true kernel_nfsd assignment turned off
+// in place (Edits, then Apply) and how many it changed; with none, content is
+// returned as is.
+func Disable(content []byte) ([]byte, int, error) {
+	edits, err := Edits(content)
+	if err != nil || len(edits) == 0 {
+		return content, 0, err
 	}
-	return enc.encode([]byte(b.String())), changed, nil
+	return Apply(content, edits), len(edits), nil
 }
 
 // decodeFile decodes content and refuses files it could not write back
@@ -78,6 +111,22 @@ func decodeFile(content []byte) ([]byte, encoding, error) {
 		return nil, enc, ErrLossy
 	}
 	return text, enc, nil
+}
+
+// rawLen is how many bytes s (decoded text) takes in the file's encoding,
+// BOM excluded. decodeFile made sure the mapping is exact.
+func (e encoding) rawLen(s string) int {
+	switch e.width {
+	case 2:
+		n := 0
+		for _, r := range s {
+			n += 2 * utf16.RuneLen(r)
+		}
+		return n
+	case 4:
+		return 4 * utf8.RuneCountInString(s)
+	}
+	return len(s)
 }
 
 // splitLines splits after each "\n", keeping it.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
+	"slices"
 	"testing"
 	"unicode/utf16"
 )
@@ -39,10 +39,6 @@ func TestReadOrder(t *testing.T) {
 	}
 }
 
-const note = `# leakguard-hook: kernel_nfsd was %q, set to no to keep gssproxy from enabling kernel NFS support (netns leak)`
-
-func comment(v, eol string) string { return strings.Replace(note, "%q", `"`+v+`"`, 1) + eol }
-
 func TestDisable(t *testing.T) {
 	tests := []struct {
 		name, in, want string
@@ -50,24 +46,27 @@ func TestDisable(t *testing.T) {
 	}{
 		{"debian drop-in",
 			"[service/nfs-server]\n  mechs = krb5\n  kernel_nfsd = yes\n  euid = 0\n",
-			"[service/nfs-server]\n  mechs = krb5\n" + comment("yes", "\n") + "  kernel_nfsd = no\n  euid = 0\n", 1},
-		{"no spaces", "kernel_nfsd=yes\n", comment("yes", "\n") + "kernel_nfsd=no\n", 1},
-		{"tabs kept", "\tkernel_nfsd\t=\t1\t\n", comment("1", "\n") + "\tkernel_nfsd\t=\tno\n", 1},
-		{"key case kept", "KERNEL_NFSD = On\n", comment("On", "\n") + "KERNEL_NFSD = no\n", 1},
-		{"mixed key case", "Kernel_Nfsd = TRUE\n", comment("TRUE", "\n") + "Kernel_Nfsd = no\n", 1},
+			"[service/nfs-server]\n  mechs = krb5\n  kernel_nfsd = no \n  euid = 0\n", 1},
+		{"no spaces", "kernel_nfsd=yes\n", "kernel_nfsd=no \n", 1},
+		{"one byte: 1 becomes 0", "kernel_nfsd=1\n", "kernel_nfsd=0\n", 1},
+		{"tabs kept", "\tkernel_nfsd\t=\t1\t\n", "\tkernel_nfsd\t=\t0\t\n", 1},
+		{"key case kept", "KERNEL_NFSD = On\n", "KERNEL_NFSD = no\n", 1},
+		{"mixed key case", "Kernel_Nfsd = TRUE\n", "Kernel_Nfsd = no  \n", 1},
+		{"trailing blanks kept", "kernel_nfsd = yes \t\v\f\n", "kernel_nfsd = no  \t\v\f\n", 1},
 		{"crlf", "[service/nfs-server]\r\n kernel_nfsd = yes\r\n euid = 0\r\n",
-			"[service/nfs-server]\r\n" + comment("yes", "\r\n") + " kernel_nfsd = no\r\n euid = 0\r\n", 1},
-		{"no final newline", "a = b\nkernel_nfsd = yes", "a = b\n" + comment("yes", "\n") + "kernel_nfsd = no", 1},
-		{"no final newline crlf", "a = b\r\nkernel_nfsd = yes", "a = b\r\n" + comment("yes", "\r\n") + "kernel_nfsd = no", 1},
-		{"utf-8 bom", "\ufeffkernel_nfsd = yes\n", "\ufeff" + comment("yes", "\n") + "kernel_nfsd = no\n", 1},
+			"[service/nfs-server]\r\n kernel_nfsd = no \r\n euid = 0\r\n", 1},
+		{"lone cr at the end", "kernel_nfsd = yes\r", "kernel_nfsd = no \r", 1},
+		{"no final newline", "a = b\nkernel_nfsd = yes", "a = b\nkernel_nfsd = no ", 1},
+		{"no final newline crlf", "a = b\r\nkernel_nfsd = true", "a = b\r\nkernel_nfsd = no  ", 1},
+		{"utf-8 bom", "\ufeffkernel_nfsd = yes\n", "\ufeffkernel_nfsd = no \n", 1},
+		{"non-ascii before the value", "[service/n\u00e9\U0001F600]\nkernel_nfsd = yes\n", "[service/n\u00e9\U0001F600]\nkernel_nfsd = no \n", 1},
 		{"dup keys first false: later true still turned off", "kernel_nfsd = no\nkernel_nfsd = yes\n",
-			"kernel_nfsd = no\n" + comment("yes", "\n") + "kernel_nfsd = no\n", 1},
-		{"dup keys both true", "kernel_nfsd = yes\nkernel_nfsd = 1\n",
-			comment("yes", "\n") + "kernel_nfsd = no\n" + comment("1", "\n") + "kernel_nfsd = no\n", 2},
+			"kernel_nfsd = no\nkernel_nfsd = no \n", 1},
+		{"dup keys both true", "kernel_nfsd = yes\nkernel_nfsd = 1\n", "kernel_nfsd = no \nkernel_nfsd = 0\n", 2},
 		{"dup sections in one file", "[service/a]\nkernel_nfsd = yes\n[service/b]\n[service/a]\nkernel_nfsd = on\n",
-			"[service/a]\n" + comment("yes", "\n") + "kernel_nfsd = no\n[service/b]\n[service/a]\n" + comment("on", "\n") + "kernel_nfsd = no\n", 2},
-		{"inline comment is false", "kernel_nfsd = yes # on\n", "kernel_nfsd = yes # on\n", 0},
-		{"inline semicolon is false", "kernel_nfsd = yes ; on\n", "kernel_nfsd = yes ; on\n", 0},
+			"[service/a]\nkernel_nfsd = no \n[service/b]\n[service/a]\nkernel_nfsd = no\n", 2},
+		{"inline comment is false", "kernel_nfsd = yes # on\n", "", 0},
+		{"inline semicolon is false", "kernel_nfsd = yes ; on\n", "", 0},
 		{"false spellings", "kernel_nfsd = no\nkernel_nfsd = 0\nkernel_nfsd = off\nkernel_nfsd = false\nkernel_nfsd =\n", "", 0},
 		{"comments", "# kernel_nfsd = yes\n; kernel_nfsd = yes\n  # kernel_nfsd = yes\n#kernel_nfsd=1\n", "", 0},
 		{"other keys", "kernel_nfsd_x = yes\nxkernel_nfsd = yes\nkernel nfsd = yes\nkernel_nfsd yes\n[kernel_nfsd = yes]\n", "", 0},
@@ -109,9 +108,64 @@ func TestDisable(t *testing.T) {
 	}
 }
 
+// TestEveryTrueSpellingSameLength: every true spelling gssproxy accepts, in
+// every case and with or without blanks around it, becomes a false value of
+// exactly its length; only the value's own bytes change.
+func TestEveryTrueSpellingSameLength(t *testing.T) {
+	for _, v := range trueSpellings() {
+		for _, pad := range [][2]string{{"", ""}, {" ", ""}, {"", " "}, {"\t ", " \t"}} {
+			line := "kernel_nfsd =" + pad[0] + v + pad[1]
+			in := []byte("[service/nfs-server]\n" + line + "\neuid = 0\n")
+			edits, err := Edits(in)
+			if err != nil || len(edits) != 1 {
+				t.Fatalf("%q: %d edits, %v", line, len(edits), err)
+			}
+			e := edits[0]
+			if string(e.Old) != v || len(e.New) != len(v) || IsTrue(string(e.New)) {
+				t.Fatalf("%q: edit %+v", line, e)
+			}
+			out := Apply(in, edits)
+			if len(out) != len(in) {
+				t.Fatalf("%q: length %d -> %d", line, len(in), len(out))
+			}
+			for i := range in {
+				if in[i] != out[i] && (i < e.Off || i >= e.Off+len(e.Old)) {
+					t.Fatalf("%q: byte %d changed outside the value (%q -> %q)", line, i, in, out)
+				}
+			}
+		}
+	}
+}
+
+// trueSpellings lists 1, on, true and yes in every ASCII case.
+func trueSpellings() []string {
+	var out []string
+	for _, w := range []string{"1", "on", "true", "yes"} {
+		for mask := 0; mask < 1<<len(w); mask++ {
+			b := []byte(w)
+			for i := range b {
+				if mask&(1<<i) != 0 {
+					b[i] = asciiUpper(b[i])
+				}
+			}
+			if s := string(b); !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func asciiUpper(c byte) byte {
+	if 'a' <= c && c <= 'z' {
+		return c - 'a' + 'A'
+	}
+	return c
+}
+
 func TestDisableEncodings(t *testing.T) {
 	in := "[service/nfs-server]\r\n  kernel_nfsd = yes\r\n"
-	want := "[service/nfs-server]\r\n" + comment("yes", "\r\n") + "  kernel_nfsd = no\r\n"
+	want := "[service/nfs-server]\r\n  kernel_nfsd = no \r\n"
 	for _, e := range encodings {
 		t.Run(fmt.Sprintf("bom %x", e.bom), func(t *testing.T) {
 			got, n, err := Disable(e.encode([]byte(in)))
@@ -130,17 +184,22 @@ func TestDisableEncodings(t *testing.T) {
 
 func TestDisableUTF16Explicit(t *testing.T) {
 	// The bytes iconv -t UTF-16LE produces, with BOM: gssproxy reads them.
-	u := utf16.Encode([]rune("kernel_nfsd = yes\n"))
+	// A character outside the BMP (a surrogate pair) comes before the value.
+	u := utf16.Encode([]rune("[\U0001F600]\nkernel_nfsd = yes\n"))
 	b := []byte{0xFF, 0xFE}
 	for _, c := range u {
 		b = append(b, byte(c), byte(c>>8))
 	}
-	got, n, err := Disable(b)
-	if err != nil || n != 1 {
-		t.Fatalf("Disable: %d, %v", n, err)
+	edits, err := Edits(b)
+	if err != nil || len(edits) != 1 {
+		t.Fatalf("Edits: %d, %v", len(edits), err)
 	}
-	if !bytes.HasPrefix(got, []byte{0xFF, 0xFE, '#', 0}) {
-		t.Fatalf("not UTF-16LE with BOM: % x", got[:8])
+	if e := edits[0]; !bytes.Equal(e.Old, []byte{'y', 0, 'e', 0, 's', 0}) || !bytes.Equal(e.New, []byte{'n', 0, 'o', 0, ' ', 0}) {
+		t.Fatalf("edit %+v", e)
+	}
+	got := Apply(b, edits)
+	if len(got) != len(b) || !bytes.HasPrefix(got, []byte{0xFF, 0xFE, '[', 0}) {
+		t.Fatalf("not UTF-16LE with BOM, same length: % x", got)
 	}
 }
 
@@ -164,5 +223,27 @@ func TestAssignments(t *testing.T) {
 	want := []Assignment{{2, "yes # x", false}, {3, "1", true}}
 	if !reflect.DeepEqual(as, want) {
 		t.Fatalf("got %+v want %+v", as, want)
+	}
+}
+
+// TestCutShortWriteIsFalse: a write of the new value cut short after any
+// number of bytes (the hook killed mid-pwrite) leaves a value gssproxy reads
+// as false, or the old true one when no byte landed: never anything else.
+func TestCutShortWriteIsFalse(t *testing.T) {
+	for _, v := range trueSpellings() {
+		in := []byte("kernel_nfsd = " + v + "\n")
+		edits, err := Edits(in)
+		if err != nil || len(edits) != 1 {
+			t.Fatalf("%q: %d edits, %v", v, len(edits), err)
+		}
+		e := edits[0]
+		for n := 1; n <= len(e.New); n++ {
+			out := bytes.Clone(in)
+			copy(out[e.Off:], e.New[:n])
+			as, err := Assignments(out)
+			if err != nil || len(as) != 1 || as[0].True {
+				t.Fatalf("%q with %d of %d new bytes written: %q reads true (%v)", v, n, len(e.New), out, err)
+			}
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // DefaultPath is read when no --config is given and the file exists.
@@ -45,7 +46,7 @@ func Default() Policy { return Policy{Mode: ModePrivileged} }
 // exists, else Default().
 func Load(path string) (Policy, error) {
 	if path == "" {
-		b, err := os.ReadFile(DefaultPath)
+		b, err := readFile(DefaultPath)
 		if errors.Is(err, fs.ErrNotExist) {
 			return Default(), nil
 		}
@@ -54,11 +55,42 @@ func Load(path string) (Policy, error) {
 		}
 		return parse(DefaultPath, b)
 	}
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return Policy{}, fmt.Errorf("failed to read hook policy %q: %w", path, err)
 	}
 	return parse(path, b)
+}
+
+// maxPolicy bounds the policy file: it has three short keys.
+const maxPolicy = 64 << 10
+
+// errNotPolicyFile is returned for a policy path that is not a regular file
+// of at most maxPolicy bytes.
+var errNotPolicyFile = errors.New("not a regular file of at most 64 KiB")
+
+// readFile reads a policy file without ever blocking on a FIFO or opening a
+// device for real (O_NONBLOCK, then only a regular file is read). Symlinks
+// are followed: the path is the operator's, and a Kubernetes ConfigMap
+// mount is a chain of symlinks.
+func readFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxPolicy {
+		return nil, fmt.Errorf("%w (%v, %d bytes)", errNotPolicyFile, fi.Mode().Type(), fi.Size())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPolicy+1))
+	if err == nil && len(b) > maxPolicy {
+		err = errNotPolicyFile
+	}
+	return b, err
 }
 
 // LoadOrDefault is Load for the hook, which must never block a container
@@ -77,7 +109,7 @@ func LoadOrDefault(path string) (Policy, error) {
 	if path == "" {
 		path = DefaultPath
 	}
-	if b, rerr := os.ReadFile(path); rerr == nil {
+	if b, rerr := readFile(path); rerr == nil {
 		var hint struct {
 			LogFile string `json:"logFile"`
 		}

@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func write(t *testing.T, content string) string {
@@ -98,5 +100,58 @@ func TestLoadOrDefault(t *testing.T) {
 	valid := Policy{Mode: ModeOff, FailClosed: true, LogFile: "/var/log/h.log"}
 	if got, err := LoadOrDefault(write(t, `{"mode":"off","failClosed":true,"logFile":"/var/log/h.log"}`)); err != nil || got != valid {
 		t.Fatalf("valid policy: %+v, %v", got, err)
+	}
+}
+
+// TestLoadHostileFile: a policy path that is a FIFO (even one with a writer
+// that never writes), a directory or an oversized file is refused at once;
+// LoadOrDefault then returns the default policy with the error. A symlink is
+// followed (a ConfigMap mount is one).
+func TestLoadHostileFile(t *testing.T) {
+	tests := map[string]func(t *testing.T, p string){
+		"fifo": func(t *testing.T, p string) { must(t, syscall.Mkfifo(p, 0o644)) },
+		"fifo with a writer": func(t *testing.T, p string) {
+			must(t, syscall.Mkfifo(p, 0o644))
+			r, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+			must(t, err)
+			w, err := os.OpenFile(p, os.O_WRONLY, 0)
+			must(t, err)
+			t.Cleanup(func() { w.Close(); r.Close() })
+		},
+		"directory": func(t *testing.T, p string) { must(t, os.Mkdir(p, 0o755)) },
+		"too large": func(t *testing.T, p string) {
+			must(t, os.WriteFile(p, []byte(`{"mode":"all"}`+strings.Repeat(" ", maxPolicy)), 0o644))
+		},
+	}
+	for name, mk := range tests {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "hook.json")
+			mk(t, p)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if got, err := LoadOrDefault(p); err == nil || got != Default() {
+					t.Errorf("LoadOrDefault = %+v, %v; want the default and an error", got, err)
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("LoadOrDefault blocked")
+			}
+		})
+	}
+	target := write(t, `{"mode":"all"}`)
+	link := filepath.Join(t.TempDir(), "hook.json")
+	must(t, os.Symlink(target, link))
+	if got, err := Load(link); err != nil || got.Mode != ModeAll {
+		t.Fatalf("through a symlink: %+v, %v", got, err)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,6 +1,8 @@
 package inroot
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,12 +11,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrTooLarge is returned by Read for a file over the caller's limit; the
+// file is then not read at all (when its size says so) or not past the limit.
+var ErrTooLarge = errors.New("file too large")
+
+// ErrHardLinked is returned by Patch for a file with more than one link: the
+// other name may be outside the rootfs (a host file on the same filesystem),
+// and RESOLVE_IN_ROOT only sees the name it resolved.
+var ErrHardLinked = errors.New("file has more than one hard link")
+
+// ErrChanged is returned by Patch when the file no longer holds what the
+// caller read, so the edit could land on other bytes.
+var ErrChanged = errors.New("file changed since it was read")
+
 // File is a regular file inside the rootfs. It is held as an O_PATH fd, so
 // holding it opens nothing; reads and writes reopen that very inode through
 // /proc/self/fd, never the path again.
 type File struct {
 	path *os.File
 	name string
+	st   unix.Stat_t // at OpenRegular
 }
 
 // OpenRegular resolves name in the root. O_PATH never calls a device
@@ -33,8 +49,14 @@ func (r *Root) OpenRegular(name string) (*File, error) {
 		p.Close()
 		return nil, &os.PathError{Op: "open", Path: name, Err: ErrNotRegular}
 	}
-	return &File{path: p, name: name}, nil
+	return &File{path: p, name: name, st: st}, nil
 }
+
+// Size is the file's size when it was opened.
+func (f *File) Size() int64 { return f.st.Size }
+
+// Links is the file's hard link count when it was opened.
+func (f *File) Links() uint64 { return uint64(f.st.Nlink) }
 
 // reopen opens the held inode with flags.
 func (f *File) reopen(flags int) (*os.File, error) {
@@ -46,34 +68,69 @@ func (f *File) reopen(flags int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), f.path.Name()), nil
 }
 
-// ReadAll reads the whole file. Reading does not trigger an overlayfs
-// copy-up; only Rewrite does.
-func (f *File) ReadAll() ([]byte, error) {
+// Read reads the whole file if it holds at most limit bytes, and returns
+// ErrTooLarge without reading when its size is over limit (or when it grew
+// past limit since it was opened: no more than limit+1 bytes are read).
+// Reading does not trigger an overlayfs copy-up; only Patch does.
+func (f *File) Read(limit int64) ([]byte, error) {
+	if f.st.Size > limit {
+		return nil, f.tooLarge(f.st.Size, limit)
+	}
 	rf, err := f.reopen(unix.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
 	defer rf.Close()
-	b, err := io.ReadAll(rf)
+	b, err := io.ReadAll(io.LimitReader(rf, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("failed to read %q in rootfs: %w", f.name, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, f.tooLarge(int64(len(b)), limit)
 	}
 	return b, nil
 }
 
-// Rewrite replaces the file's content in place (pwrite + ftruncate on the
-// same inode), so owner, mode and inode stay what the image had.
-func (f *File) Rewrite(content []byte) error {
-	wf, err := f.reopen(unix.O_WRONLY)
+func (f *File) tooLarge(size, limit int64) error {
+	return fmt.Errorf("%w: %q is %d bytes or more, over the %d-byte limit", ErrTooLarge, f.name, size, limit)
+}
+
+// Patch overwrites the bytes at off, which must still be old, with new (of
+// the same length) with one pwrite on the held inode. The file is never
+// truncated or extended: its length, inode, owner and mode stay what the
+// image had, and a write cut short leaves a mix of old and new bytes in that
+// range only. It refuses a file that now has another hard link or another
+// size than the content read, or whose bytes at off are no longer old.
+func (f *File) Patch(off int64, old, new []byte) error {
+	if len(old) != len(new) {
+		return fmt.Errorf("patch of %q changes its length (%d to %d bytes)", f.name, len(old), len(new))
+	}
+	wf, err := f.reopen(unix.O_RDWR)
 	if err != nil {
 		return err
 	}
 	defer wf.Close()
-	if _, err := wf.WriteAt(content, 0); err != nil {
-		return fmt.Errorf("failed to write %q in rootfs: %w", f.name, err)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(wf.Fd()), &st); err != nil {
+		return fmt.Errorf("failed to stat %q in rootfs: %w", f.name, err)
 	}
-	if err := wf.Truncate(int64(len(content))); err != nil {
-		return fmt.Errorf("failed to truncate %q in rootfs: %w", f.name, err)
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return &os.PathError{Op: "patch", Path: f.name, Err: ErrNotRegular}
+	case st.Nlink > 1:
+		return &os.PathError{Op: "patch", Path: f.name, Err: fmt.Errorf("%w (%d links)", ErrHardLinked, st.Nlink)}
+	case st.Size != f.st.Size || off < 0 || off+int64(len(old)) > st.Size:
+		return &os.PathError{Op: "patch", Path: f.name, Err: fmt.Errorf("%w: size %d, was %d", ErrChanged, st.Size, f.st.Size)}
+	}
+	cur := make([]byte, len(old))
+	if _, err := wf.ReadAt(cur, off); err != nil {
+		return fmt.Errorf("failed to read %q in rootfs: %w", f.name, err)
+	}
+	if !bytes.Equal(cur, old) {
+		return &os.PathError{Op: "patch", Path: f.name, Err: fmt.Errorf("%w: bytes at %d", ErrChanged, off)}
+	}
+	if _, err := wf.WriteAt(new, off); err != nil {
+		return fmt.Errorf("failed to write %q in rootfs: %w", f.name, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ package inroot
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -72,16 +73,21 @@ func (r *Root) openat2(name string, flags uint64) (*os.File, error) {
 	return os.NewFile(uintptr(fd), filepath.Join(r.path, name)), nil
 }
 
-// ReadDirNames lists the names in directory name (resolved in the root).
-func (r *Root) ReadDirNames(name string) ([]string, error) {
+// ReadDirNames lists up to max names in directory name (resolved in the
+// root), in the order the filesystem returns them; more is set when the
+// directory holds more, which are not read.
+func (r *Root) ReadDirNames(name string, max int) (names []string, more bool, err error) {
 	d, err := r.openat2(name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read directory %q in rootfs: %w", name, err)
+	names, err = d.Readdirnames(max + 1)
+	if err != nil && err != io.EOF { // io.EOF: empty directory
+		return nil, false, fmt.Errorf("failed to read directory %q in rootfs: %w", name, err)
 	}
-	return names, nil
+	if len(names) > max {
+		return names[:max], true, nil
+	}
+	return names, false, nil
 }

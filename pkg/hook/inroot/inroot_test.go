@@ -1,10 +1,12 @@
 package inroot
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,8 +78,8 @@ func TestEscapingSymlinksStayInRoot(t *testing.T) {
 	for name := range links {
 		file, err := r.OpenRegular(name)
 		if err == nil {
-			b, _ := file.ReadAll()
-			file.Rewrite([]byte("overwritten"))
+			b, _ := file.Read(1 << 20)
+			file.Patch(0, []byte(hostContent[:4]), []byte("XXXX"))
 			file.Close()
 			t.Errorf("%s: opened a file (content %q); must not resolve outside the root", name, b)
 		}
@@ -96,7 +98,7 @@ func TestInRootAbsoluteSymlinkIsFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	if err := file.Rewrite([]byte("new")); err != nil {
+	if err := file.Patch(0, []byte("old"), []byte("new")); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(target); string(b) != "new" {
@@ -108,7 +110,7 @@ func TestSymlinkedDirStaysInRoot(t *testing.T) {
 	f := newFixture(t)
 	os.Symlink(f.host, filepath.Join(f.root, "etc/gssproxy"))
 	r := f.open(t)
-	if _, err := r.ReadDirNames("etc/gssproxy"); !errors.Is(err, os.ErrNotExist) {
+	if _, _, err := r.ReadDirNames("etc/gssproxy", 8); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("ReadDirNames through an escaping dir link: %v, want not-exist", err)
 	}
 	if _, err := r.OpenRegular("etc/gssproxy/file"); !errors.Is(err, os.ErrNotExist) {
@@ -141,10 +143,10 @@ func TestSpecialFilesAreNotOpened(t *testing.T) {
 	}
 }
 
-func TestRewriteKeepsInodeOwnerMode(t *testing.T) {
+func TestPatchKeepsInodeOwnerModeSize(t *testing.T) {
 	f := newFixture(t)
 	p := filepath.Join(f.root, "etc/x.conf")
-	must(t, os.WriteFile(p, []byte("a much longer original content\n"), 0o600))
+	must(t, os.WriteFile(p, []byte("kernel_nfsd = yes\n"), 0o600))
 	must(t, os.Chown(p, 1234, 5678))
 	must(t, os.Chmod(p, 0o604))
 	var before, after unix.Stat_t
@@ -153,14 +155,86 @@ func TestRewriteKeepsInodeOwnerMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(t, file.Rewrite([]byte("short\n")))
-	file.Close()
+	defer file.Close()
+	must(t, file.Patch(14, []byte("yes"), []byte("no ")))
 	must(t, unix.Stat(p, &after))
-	if after.Ino != before.Ino || after.Uid != 1234 || after.Gid != 5678 || after.Mode != before.Mode {
+	if after.Ino != before.Ino || after.Uid != 1234 || after.Gid != 5678 || after.Mode != before.Mode || after.Size != before.Size {
 		t.Fatalf("before %+v after %+v", before, after)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "short\n" {
+	if b, _ := os.ReadFile(p); string(b) != "kernel_nfsd = no \n" {
 		t.Fatalf("content %q", b)
+	}
+	if err := file.Patch(14, []byte("yes"), []byte("no")); err == nil {
+		t.Fatal("Patch accepted a change of length")
+	}
+}
+
+// TestPatchRefuses: Patch writes nothing to a file that gained a hard link
+// (its other name may be a host file), changed size or changed bytes since
+// it was read.
+func TestPatchRefuses(t *testing.T) {
+	const content = "kernel_nfsd = yes\n"
+	tests := map[string]struct {
+		change func(t *testing.T, p string)
+		want   error
+	}{
+		"hard link": {func(t *testing.T, p string) { must(t, os.Link(p, filepath.Join(filepath.Dir(p), "other"))) }, ErrHardLinked},
+		"grown":     {func(t *testing.T, p string) { must(t, os.WriteFile(p, []byte(content+"x"), 0o644)) }, ErrChanged},
+		"rewritten": {func(t *testing.T, p string) { must(t, os.WriteFile(p, []byte("kernel_nfsd = abc\n"), 0o644)) }, ErrChanged},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			p := filepath.Join(f.root, "etc/x.conf")
+			must(t, os.WriteFile(p, []byte(content), 0o644))
+			file, err := f.open(t).OpenRegular("etc/x.conf")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer file.Close()
+			tt.change(t, p)
+			before, _ := os.ReadFile(p)
+			if err := file.Patch(14, []byte("yes"), []byte("no ")); !errors.Is(err, tt.want) {
+				t.Fatalf("Patch: %v, want %v", err, tt.want)
+			}
+			if after, _ := os.ReadFile(p); !bytes.Equal(after, before) {
+				t.Fatalf("file written: %q -> %q", before, after)
+			}
+		})
+	}
+}
+
+// TestReadLimit: a file over the limit is refused from its size without
+// being read (a sparse 4 GiB file returns at once), and one at the limit is
+// read whole.
+func TestReadLimit(t *testing.T) {
+	f := newFixture(t)
+	const limit = 1 << 10
+	for name, size := range map[string]int64{"etc/at": limit, "etc/over": limit + 1, "etc/huge": 4 << 30} {
+		p := filepath.Join(f.root, name)
+		must(t, os.WriteFile(p, nil, 0o644))
+		must(t, os.Truncate(p, size))
+	}
+	r := f.open(t)
+	read := func(name string) ([]byte, error) {
+		file, err := r.OpenRegular(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		return file.Read(limit)
+	}
+	if b, err := read("etc/at"); err != nil || len(b) != limit {
+		t.Fatalf("at the limit: %d bytes, %v", len(b), err)
+	}
+	start := time.Now()
+	for _, name := range []string{"etc/over", "etc/huge"} {
+		if b, err := read(name); !errors.Is(err, ErrTooLarge) || b != nil {
+			t.Fatalf("%s: %d bytes, %v; want ErrTooLarge", name, len(b), err)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("refusing large files took %v", d)
 	}
 }
 
@@ -183,7 +257,7 @@ func TestBindMountIsNotCrossed(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrCrossesMount", name, err)
 		}
 	}
-	if _, err := r.ReadDirNames("etc/mnt"); !errors.Is(err, ErrCrossesMount) {
+	if _, _, err := r.ReadDirNames("etc/mnt", 8); !errors.Is(err, ErrCrossesMount) {
 		t.Errorf("ReadDirNames across a mount: %v", err)
 	}
 	f.hostUntouched(t)
@@ -270,5 +344,26 @@ func TestResolveOpaque(t *testing.T) {
 	}
 	if want := []string{"/etc", "/etc/z", "/run"}; !reflect.DeepEqual(asked, want) {
 		t.Fatalf("asked %q, want %q", asked, want)
+	}
+}
+
+// TestReadDirNamesMax: no more than max names are returned, and more says
+// whether the directory held others.
+func TestReadDirNamesMax(t *testing.T) {
+	f := newFixture(t)
+	dir := filepath.Join(f.root, "etc/d")
+	must(t, os.Mkdir(dir, 0o755))
+	r := f.open(t)
+	if names, more, err := r.ReadDirNames("etc/d", 3); err != nil || len(names) != 0 || more {
+		t.Fatalf("empty: %q %v %v", names, more, err)
+	}
+	for i := 0; i < 5; i++ {
+		must(t, os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), nil, 0o644))
+	}
+	for max, want := range map[int]bool{3: true, 4: true, 5: false, 6: false} {
+		names, more, err := r.ReadDirNames("etc/d", max)
+		if err != nil || more != want || len(names) != min(max, 5) {
+			t.Errorf("max %d: %q more %v %v", max, names, more, err)
+		}
 	}
 }

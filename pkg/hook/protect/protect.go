@@ -52,7 +52,7 @@ func editAll(c *bundle.Container, r *Result) error {
 		r.Risks = append(r.Risks, why)
 		return nil
 	}
-	names, err := root.ReadDirNames(gssconf.Dir)
+	names, more, err := root.ReadDirNames(gssconf.Dir, gssconf.MaxDirEntries)
 	switch {
 	case errors.Is(err, inroot.ErrCrossesMount):
 		r.Risks = append(r.Risks, fmt.Sprintf("%s is on another mount: not edited", dir))
@@ -62,9 +62,19 @@ func editAll(c *bundle.Container, r *Result) error {
 	case err != nil:
 		return err
 	}
+	if more {
+		r.Risks = append(r.Risks, fmt.Sprintf("%s has more than %d entries: only the first %d listed were checked",
+			dir, gssconf.MaxDirEntries, gssconf.MaxDirEntries))
+	}
 	// A file bind-mounted into the directory may not exist in the image.
 	names = binds.addNamesIn(dirAt, names)
-	for _, name := range gssconf.ReadOrder(names) {
+	order := gssconf.ReadOrder(names)
+	if max := 1 + gssconf.MaxDropIns; len(order) > max {
+		r.Risks = append(r.Risks, fmt.Sprintf("%s has %d drop-ins, over the limit of %d: %d not checked, from %s on",
+			dir, len(order)-1, gssconf.MaxDropIns, len(order)-max, order[max]))
+		order = order[:max]
+	}
+	for _, name := range order {
 		file := path.Join(dir, name)
 		_, why, err := binds.check(root, file, true)
 		if err != nil {
@@ -195,6 +205,10 @@ func atOrAbove(p string) func(d string) bool {
 	}
 }
 
+// editOne turns kernel_nfsd off in file, in place: each true value is
+// overwritten by a false one of the same length (gssconf.Edits), so the
+// file's length never changes and a hook killed mid-write leaves every
+// setting either as it was or off, never a truncated file.
 func editOne(root *inroot.Root, file string, r *Result) error {
 	f, err := root.OpenRegular(file[1:])
 	switch {
@@ -210,23 +224,42 @@ func editOne(root *inroot.Root, file string, r *Result) error {
 		return err
 	}
 	defer f.Close()
-	old, err := f.ReadAll()
+	old, err := f.Read(gssconf.MaxFileSize)
+	if errors.Is(err, inroot.ErrTooLarge) {
+		r.Risks = append(r.Risks, fmt.Sprintf("%s is %d bytes or more, over the %d-byte limit (gssproxy configs are a few KiB): not read or edited",
+			file, max(f.Size(), gssconf.MaxFileSize+1), gssconf.MaxFileSize))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	updated, n, err := gssconf.Disable(old)
+	edits, err := gssconf.Edits(old)
 	if errors.Is(err, gssconf.ErrLossy) {
 		r.Risks = append(r.Risks, fmt.Sprintf("%s: %v: not edited", file, err))
 		return nil
 	}
-	if err != nil || n == 0 {
+	if err != nil || len(edits) == 0 {
 		return err
 	}
-	if err := f.Rewrite(updated); err != nil {
+	// Reading a hard-linked file is harmless; writing could change a host
+	// file of the same inode, which no in-root path check can see.
+	if n := f.Links(); n > 1 {
+		r.Risks = append(r.Risks, fmt.Sprintf("%s has kernel_nfsd on and %d hard links (another may be a host file): not edited", file, n))
+		return nil
+	}
+	// One pwrite from the first value to the last: the bytes between are
+	// written back unchanged.
+	lo, hi := edits[0].Off, edits[len(edits)-1].Off+len(edits[len(edits)-1].New)
+	err = f.Patch(int64(lo), old[lo:hi], gssconf.Apply(old, edits)[lo:hi])
+	switch {
+	case errors.Is(err, inroot.ErrHardLinked), errors.Is(err, inroot.ErrChanged):
+		r.Risks = append(r.Risks, fmt.Sprintf("%s: %v: not edited", file, err))
+		return nil
+	case err != nil:
 		return err
 	}
 	r.Changed = append(r.Changed, file)
-	r.Settings += n
+	r.Settings += len(edits)
 	return nil
 }
 
