@@ -49,7 +49,7 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	var disc *store.DiscardedError
 	switch {
 	case errors.As(err, &disc):
-		inv.log.Warn("record not acted upon", "reason", disc.Error())
+		inv.log.Warn("record not acted upon", "kind", disc.Kind.String(), "reason", disc.Error())
 	case err != nil:
 		inv.log.Error("cannot read record; leaving it for a later DEL", "err", err)
 		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {

@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,8 +17,9 @@ import (
 )
 
 const (
-	tombDir = "tombstones"
-	tombExt = ".tomb"
+	tombDir        = "tombstones"
+	tombExt        = ".tomb"
+	tombTimeDigits = 20 // UnixNano, zero-padded
 )
 
 // Entry is one record or tombstone file with its decoded content.
@@ -27,12 +28,12 @@ type Entry struct {
 	Record *record.Record
 }
 
-// Entries loads every record and tombstone of the current boot. Files of
-// another boot are removed and corrupt ones moved aside, as Load does; each
-// such file is reported in problems, and walking goes on.
+// Entries loads every record and tombstone of the current boot. Unusable
+// files are discarded as Load discards them, each reported in problems as a
+// *DiscardedError; walking goes on.
 func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
-	records, problems = s.load(s.dir, recordExt, false)
-	tombstones, p := s.load(filepath.Join(s.dir, tombDir), tombExt, true)
+	records, problems = s.loadAll(s.dir, false)
+	tombstones, p := s.loadAll(filepath.Join(s.dir, tombDir), true)
 	return records, tombstones, append(problems, p...)
 }
 
@@ -43,38 +44,22 @@ func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
 // the others. Otherwise it loads nothing.
 func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []error) {
 	dir := filepath.Join(s.dir, tombDir)
-	f, err := os.Open(dir)
-	if errors.Is(err, os.ErrNotExist) {
+	ents, err := list(dir, tombExt)
+	if err != nil {
+		return nil, []error{err}
+	}
+	if len(ents) <= above {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
-	}
-	if len(names) <= above {
-		return nil, nil
-	}
-	slices.Sort(names)
 	var out []Entry
 	var problems []error
-	first := start(len(names))
-	for i := 0; i < len(names) && len(out)+len(problems) < max; i++ {
-		n := names[(first+i)%len(names)]
-		if !strings.HasSuffix(n, tombExt) || strings.HasPrefix(n, tmpPrefix) {
-			continue
-		}
-		path := filepath.Join(dir, n)
-		r, err := s.loadFile(path)
-		switch {
+	first := start(len(ents))
+	for i := 0; i < len(ents) && len(out)+len(problems) < max; i++ {
+		switch e, err := s.loadEntry(dir, ents[(first+i)%len(ents)], true); {
 		case err != nil:
 			problems = append(problems, err)
-		case r != nil:
-			asTombstone(r, n)
-			out = append(out, Entry{path, r})
+		case e != nil:
+			out = append(out, *e)
 		}
 	}
 	return out, problems
@@ -101,58 +86,89 @@ func (s *Store) RemoveStaleTemps(age time.Duration) (removed int, err error) {
 	return removed, nil
 }
 
-func (s *Store) load(dir, ext string, tomb bool) (out []Entry, problems []error) {
-	ents, err := os.ReadDir(dir) // sorted by name
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
+	ext := recordExt
+	if tomb {
+		ext = tombExt
 	}
+	ents, err := list(dir, ext)
 	if err != nil {
-		return nil, []error{fmt.Errorf("read %s: %w", dir, err)}
+		return nil, []error{err}
 	}
-	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() || strings.HasPrefix(n, tmpPrefix) || !strings.HasSuffix(n, ext) {
-			continue
-		}
-		path := filepath.Join(dir, n)
-		r, err := s.loadFile(path)
-		switch {
+	for _, de := range ents {
+		switch e, err := s.loadEntry(dir, de, tomb); {
 		case err != nil:
 			problems = append(problems, err)
-		case r == nil: // vanished meanwhile
-		default:
-			if tomb {
-				asTombstone(r, n)
-			}
-			out = append(out, Entry{path, r})
+		case e != nil:
+			out = append(out, *e)
 		}
 	}
 	return out, problems
 }
 
-// loadFile decodes one file, discarding it if it is bad or of another boot.
-func (s *Store) loadFile(path string) (*record.Record, error) {
-	b, err := readFile(path)
+// list is the one directory walk: the entries of dir whose name ends in ext,
+// temp files excluded, sorted by name (for tombstones, age order). A
+// missing dir has none.
+func list(dir, ext string) ([]fs.DirEntry, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", dir, err)
 	}
-	r, err := s.decode(b)
-	if err != nil {
-		return nil, s.quarantine(path, err.Error())
-	}
-	if r.BootID != s.bootID && s.readOnly {
-		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID), Kept: true}
-	}
-	if r.BootID != s.bootID {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove %s of boot %s: %w", path, r.BootID, err)
+	out := ents[:0]
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, ext) && !strings.HasPrefix(n, tmpPrefix) {
+			out = append(out, e)
 		}
-		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID)}
 	}
-	return r, nil
+	return out, nil
+}
+
+// loadEntry loads one listed file (nil when it vanished meanwhile). One the
+// listing shows is not a regular file is discarded without being opened.
+func (s *Store) loadEntry(dir string, de fs.DirEntry, tomb bool) (*Entry, error) {
+	n := de.Name()
+	path := filepath.Join(dir, n)
+	if !de.Type().IsRegular() {
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err == unix.ENOENT {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("lstat %s: %w", path, err)
+		}
+		if bad := notRegular(st.Mode); bad != nil {
+			return nil, s.discard(path, bad.kind, bad.reason)
+		}
+	}
+	name := strings.TrimSuffix(n, recordExt)
+	if tomb {
+		name = tombKeyName(n)
+	}
+	r, err := s.load(path, name)
+	if r == nil || err != nil {
+		return nil, err
+	}
+	if tomb {
+		asTombstone(r, n)
+	}
+	return &Entry{path, r}, nil
+}
+
+// tombPath names a new tombstone of k: the time first, so that listing
+// order is age order.
+func (s *Store) tombPath(k record.Key) string {
+	return filepath.Join(s.dir, tombDir, fmt.Sprintf("%0*d-%s%s", tombTimeDigits, time.Now().UnixNano(), baseName(k), tombExt))
+}
+
+// tombKeyName is the key name in a tombstone's file name (see tombPath).
+func tombKeyName(file string) string {
+	stem := strings.TrimSuffix(file, tombExt)
+	if len(stem) > tombTimeDigits && stem[tombTimeDigits] == '-' {
+		return stem[tombTimeDigits+1:]
+	}
+	return stem
 }
 
 // Tombstone turns the attachment's live record into a tombstone by moving
@@ -167,7 +183,7 @@ func (s *Store) Tombstone(k record.Key) (string, error) {
 	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
 		return "", fmt.Errorf("create tombstone dir: %w", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%020d-%s%s", time.Now().UnixNano(), baseName(k), tombExt))
+	path := s.tombPath(k)
 	if err := unix.Rename(s.recordPath(k), path); err != nil {
 		return "", fmt.Errorf("move record %s to tombstones: %w", k, err)
 	}
@@ -183,7 +199,7 @@ func (s *Store) SaveTombstone(r *record.Record) (string, error) {
 	}
 	t := *r
 	t.Pin, t.TombstonedAt = nil, nil
-	path := filepath.Join(dir, fmt.Sprintf("%020d-%s%s", time.Now().UnixNano(), baseName(r.Key), tombExt))
+	path := s.tombPath(r.Key)
 	return path, s.writeAtomic(path, &t)
 }
 

@@ -13,9 +13,18 @@ import (
 // os.File's poller registration off its path (a measurable share of a
 // short-lived process's cost).
 
-// readFile reads a small regular file; a missing file yields an error
-// satisfying errors.Is(err, os.ErrNotExist).
-func readFile(path string) ([]byte, error) {
+// badFile is a state file that must not be read, and why.
+type badFile struct {
+	kind   DiscardKind
+	reason string
+}
+
+func (e *badFile) Error() string { return e.reason }
+
+// readState reads a record or tombstone file. A file that must not be read
+// yields a *badFile; a missing file an error satisfying
+// errors.Is(err, os.ErrNotExist).
+func readState(path string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
@@ -25,8 +34,8 @@ func readFile(path string) ([]byte, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%s is not a regular file", path)
+	if bad := notRegular(st.Mode); bad != nil {
+		return nil, bad
 	}
 	buf := make([]byte, 0, st.Size+1)
 	for {
@@ -90,4 +99,33 @@ func writeTemp(dir string, b []byte, sync bool) (string, error) {
 		return "", &os.PathError{Op: "close", Path: path, Err: err}
 	}
 	return path, nil
+}
+
+// notRegular refuses any file type but a regular file.
+func notRegular(mode uint32) *badFile {
+	if mode&unix.S_IFMT == unix.S_IFREG {
+		return nil
+	}
+	return &badFile{NotRegular, "a " + typeName(mode) + ", not a regular file"}
+}
+
+// typeName names the file type of a stat mode, for messages.
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "regular file"
+	case unix.S_IFDIR:
+		return "directory"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFBLK:
+		return "block device"
+	}
+	return fmt.Sprintf("file of type %#o", mode&unix.S_IFMT)
 }

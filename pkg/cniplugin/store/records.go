@@ -13,61 +13,97 @@ import (
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 )
 
-// DiscardedError reports a record that exists but must not be acted upon: it
-// was written by another boot (removed), or it is corrupt or of an unknown
-// schema (moved aside for inspection). Callers proceed as if there were no
-// record, and log this.
+// DiscardKind says why a record or tombstone file was not used. Callers
+// switch on it; String gives its stable name (logs, leakguardctl JSON).
+type DiscardKind int
+
+const (
+	// OtherBoot: written by another boot, whose ifindexes and netns inodes
+	// mean nothing now. Removed.
+	OtherBoot DiscardKind = iota + 1
+	// Corrupt: not JSON, invalid, of an unknown schema, or holding another
+	// attachment's key than its file name says. Moved aside.
+	Corrupt
+	// TooLarge: over maxStateFile bytes; moved aside without being read.
+	TooLarge
+	// NotRegular: a FIFO, symlink, socket, device or directory; moved
+	// aside without being read (or opened, when the walk saw its type).
+	NotRegular
+)
+
+func (k DiscardKind) String() string {
+	switch k {
+	case OtherBoot:
+		return "other-boot"
+	case Corrupt:
+		return "corrupt"
+	case TooLarge:
+		return "too-large"
+	case NotRegular:
+		return "not-regular-file"
+	}
+	return "unknown"
+}
+
+// DiscardedError reports a record or tombstone file that exists but must not
+// be acted upon. Callers proceed as if there were no such file, and log or
+// report it.
 type DiscardedError struct {
+	Kind    DiscardKind
 	Path    string
 	Reason  string
-	MovedTo string // empty when the file was removed
+	MovedTo string // set when the file was moved aside
 	Kept    bool   // a read-only store left the file as it was
 }
 
 func (e *DiscardedError) Error() string {
-	if e.Kept {
-		return fmt.Sprintf("record %s not usable (%s); left in place (read-only)", e.Path, e.Reason)
+	switch {
+	case e.Kept:
+		return fmt.Sprintf("state file %s not usable (%s: %s); left in place (read-only)", e.Path, e.Kind, e.Reason)
+	case e.MovedTo != "":
+		return fmt.Sprintf("state file %s discarded (%s: %s); moved to %s", e.Path, e.Kind, e.Reason, e.MovedTo)
 	}
-	if e.MovedTo != "" {
-		return fmt.Sprintf("record %s discarded (%s); moved to %s", e.Path, e.Reason, e.MovedTo)
-	}
-	return fmt.Sprintf("record %s discarded (%s); removed", e.Path, e.Reason)
+	return fmt.Sprintf("state file %s discarded (%s: %s); removed", e.Path, e.Kind, e.Reason)
 }
 
 // Load returns the attachment's record, or nil when there is none. The caller
 // must hold the attachment's lock.
 func (s *Store) Load(k record.Key) (*record.Record, error) {
-	path := s.recordPath(k)
-	b, err := readFile(path)
-	if errors.Is(err, os.ErrNotExist) {
+	return s.load(s.recordPath(k), baseName(k))
+}
+
+// load is the one way a record or tombstone file is read: it returns the
+// decoded record, nil when the file is missing, or a *DiscardedError (after
+// discarding the file) when it is unusable. name is the key name the file
+// must hold (its file name says which attachment it belongs to).
+func (s *Store) load(path, name string) (*record.Record, error) {
+	b, err := readState(path)
+	var bad *badFile
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return nil, nil
+	case errors.As(err, &bad):
+		return nil, s.discard(path, bad.kind, bad.reason)
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	r, err := decode(b)
 	if err != nil {
-		return nil, fmt.Errorf("read record %s: %w", path, err)
+		return nil, s.discard(path, Corrupt, err.Error())
 	}
-	r, err := s.decode(b)
-	if err != nil {
-		return nil, s.quarantine(path, err.Error())
-	}
-	if r.Key != k {
-		return nil, s.quarantine(path, fmt.Sprintf("holds key %s, expected %s", r.Key, k))
-	}
-	if r.BootID != s.bootID && s.readOnly {
-		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID), Kept: true}
+	if n := r.Key.Name(); n != name {
+		return nil, s.discard(path, Corrupt, fmt.Sprintf("holds key %s, which is not the file's", r.Key))
 	}
 	if r.BootID != s.bootID {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove record of boot %s: %w", r.BootID, err)
-		}
-		return nil, &DiscardedError{Path: path, Reason: fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID)}
+		return nil, s.discard(path, OtherBoot, fmt.Sprintf("written by boot %s, this boot is %s", r.BootID, s.bootID))
 	}
 	return r, nil
 }
 
-func (s *Store) decode(b []byte) (*record.Record, error) {
+func decode(b []byte) (*record.Record, error) {
 	var r record.Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("corrupt: %v", err)
+		return nil, fmt.Errorf("not a record: %v", err)
 	}
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid: %v", err)
@@ -75,16 +111,25 @@ func (s *Store) decode(b []byte) (*record.Record, error) {
 	return &r, nil
 }
 
-// quarantine moves a bad record aside, keeping it for inspection.
-func (s *Store) quarantine(path, reason string) error {
-	if s.readOnly {
-		return &DiscardedError{Path: path, Reason: reason, Kept: true}
+// discard gets an unusable file out of every reader's way: a record of
+// another boot is removed, anything else is moved aside (renamed, never
+// opened) for inspection. A read-only store leaves it in place.
+func (s *Store) discard(path string, kind DiscardKind, reason string) error {
+	d := &DiscardedError{Kind: kind, Path: path, Reason: reason}
+	switch {
+	case s.readOnly:
+		d.Kept = true
+	case kind == OtherBoot:
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s (%s: %s): %w", path, kind, reason, err)
+		}
+	default:
+		d.MovedTo = path + corruptTag + strconv.FormatInt(time.Now().UnixNano(), 10)
+		if err := os.Rename(path, d.MovedTo); err != nil {
+			return fmt.Errorf("move aside %s (%s: %s): %w", path, kind, reason, err)
+		}
 	}
-	to := path + corruptTag + strconv.FormatInt(time.Now().UnixNano(), 10)
-	if err := os.Rename(path, to); err != nil {
-		return fmt.Errorf("move aside bad record %s (%s): %w", path, reason, err)
-	}
-	return &DiscardedError{Path: path, Reason: reason, MovedTo: to}
+	return d
 }
 
 // Save writes the attachment's live record atomically. The caller must hold
