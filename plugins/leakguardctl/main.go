@@ -23,10 +23,17 @@
 //	                   owner: null | {network, containerID, ifName, kind: "record"|"tombstone", file},
 //	                   gssProxyArmed}],
 //	          slab{available, activeObjects, reachableObjects, leakedEstimate, cpuSlabObjects, leakedLowerBound, reason},
-//	          unreadableProcesses?, warnings?}
+//	          unreadableProcesses?, discarded?: [<discarded>], warnings?}
 //	reap:    {dryRun, results: [{<leak fields>, action: deleted|would-delete|skipped|gone|failed, reason?, stateFileRemoved?}], errors?}
 //	records: {stateDir, entries: [{kind, network, containerID, ifName, file, created, tombstonedAt?, netns, netnsPath,
-//	          hostLinks, ips, gssProxyArmed, pin?{path, state, reason}}], pinDir?, strayPins: [{path, netns?}], warnings?}
+//	          hostLinks, ips, gssProxyArmed, pin?{path, state, reason}}], pinDir?, strayPins: [{path, netns?}],
+//	          discarded: [<discarded>], warnings?}
+//	<discarded>: {kind: "other-boot"|"corrupt"|"too-large"|"not-regular-file", path, reason,
+//	          action: "left"|"moved-aside"|"removed", movedTo?}
+//
+// scan and records report every record or tombstone file no reader uses
+// (table: one "discarded (<kind>): <path>: <reason>; <action>" line each);
+// they open the state dir read-only, so each is left in place.
 //
 // --prometheus writes node_exporter textfile metrics atomically (see
 // pkg/report.Prometheus for the metric names).

@@ -160,8 +160,9 @@ type scanJSON struct {
 		LeakedLowerBound int    `json:"leakedLowerBound"`
 		Reason           string `json:"reason"`
 	} `json:"slab"`
-	UnreadableProcesses []int    `json:"unreadableProcesses"`
-	Warnings            []string `json:"warnings"`
+	UnreadableProcesses []int             `json:"unreadableProcesses"`
+	Discarded           []json.RawMessage `json:"discarded"`
+	Warnings            []string          `json:"warnings"`
 }
 
 func TestScanOutputs(t *testing.T) {

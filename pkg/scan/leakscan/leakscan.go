@@ -68,7 +68,10 @@ type Report struct {
 	// UnreadableProcesses lists processes whose namespaces could not be
 	// inspected: a netns held only by one of them is reported as leaked.
 	UnreadableProcesses []int `json:"unreadableProcesses,omitempty"`
-	// Warnings are problems met on the way (unreadable state files, ...)
+	// Discarded are the record and tombstone files of Store that were not
+	// used (corrupt, of another boot, too large, not regular files).
+	Discarded []Discarded `json:"discarded,omitempty"`
+	// Warnings are problems met on the way (an unreadable state dir, ...)
 	// that did not stop the scan.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -162,7 +165,9 @@ func Scan(opts Options) (*Report, error) {
 		return a.Ifindex < b.Ifindex
 	})
 	if opts.Store != nil {
-		rep.Warnings = append(rep.Warnings, annotate(rep.Leaks, opts.Store)...)
+		var warn []string
+		rep.Discarded, warn = annotate(rep.Leaks, opts.Store)
+		rep.Warnings = append(rep.Warnings, warn...)
 	}
 	slabPath := opts.SlabInfo
 	if slabPath == "" {
@@ -239,17 +244,10 @@ func (l Leak) identity() podlink.Identity {
 
 // annotate sets Owner and GSSProxyArmed from the record or tombstone whose
 // host links include the leak (same ifindex, name and MAC). Live records
-// win over tombstones. It returns the store's problems as warnings.
-func annotate(leaks []Leak, st *store.Store) []string {
+// win over tombstones. It returns the files the store discarded and its
+// other problems as warnings.
+func annotate(leaks []Leak, st *store.Store) ([]Discarded, []string) {
 	recs, tombs, problems := st.Entries()
-	var warn []string
-	for _, p := range problems {
-		var d *store.DiscardedError
-		if errors.As(p, &d) && d.MovedTo == "" {
-			continue // another boot's record: dropped, as every reader does
-		}
-		warn = append(warn, p.Error())
-	}
 	for i := range leaks {
 		if o := findOwner(leaks[i], recs, "record"); o != nil {
 			leaks[i].Owner = o
@@ -260,7 +258,7 @@ func annotate(leaks []Leak, st *store.Store) []string {
 			leaks[i].GSSProxyArmed = leaks[i].Owner.recorded.GSSProxyArmed
 		}
 	}
-	return warn
+	return storeProblems(problems)
 }
 
 func findOwner(l Leak, entries []store.Entry, kind string) *Owner {

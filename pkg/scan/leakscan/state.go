@@ -52,7 +52,52 @@ type StateReport struct {
 	// StrayPins are entries of PinDir that no record names: pins that
 	// outlived their attachment and keep a netns alive.
 	StrayPins []StrayPin `json:"strayPins"`
-	Warnings  []string   `json:"warnings,omitempty"`
+	// Discarded are the record and tombstone files that were not used.
+	Discarded []Discarded `json:"discarded"`
+	Warnings  []string    `json:"warnings,omitempty"`
+}
+
+// Discarded is a record or tombstone file that no reader uses, and why. Its
+// JSON names are stable.
+type Discarded struct {
+	// Kind is "other-boot", "corrupt", "too-large" or "not-regular-file"
+	// (store.DiscardKind).
+	Kind   string `json:"kind"`
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+	// Action is what became of the file: "left" (a read-only command such
+	// as scan or records), "moved-aside" (to MovedTo) or "removed" (a
+	// record of another boot).
+	Action  string `json:"action"`
+	MovedTo string `json:"movedTo,omitempty"`
+}
+
+// Actions of a Discarded file.
+const (
+	DiscardLeft    = "left"
+	DiscardMoved   = "moved-aside"
+	DiscardRemoved = "removed"
+)
+
+// storeProblems splits what the store met while listing into discarded
+// files, every one of them reported, and other warnings.
+func storeProblems(problems []error) (discarded []Discarded, warnings []string) {
+	for _, p := range problems {
+		var d *store.DiscardedError
+		if !errors.As(p, &d) {
+			warnings = append(warnings, p.Error())
+			continue
+		}
+		out := Discarded{Kind: d.Kind.String(), Path: d.Path, Reason: d.Reason, Action: DiscardRemoved, MovedTo: d.MovedTo}
+		switch {
+		case d.Kept:
+			out.Action = DiscardLeft
+		case d.MovedTo != "":
+			out.Action = DiscardMoved
+		}
+		discarded = append(discarded, out)
+	}
+	return discarded, warnings
 }
 
 // StrayPin is a file in the pin dir that no record names.
@@ -65,20 +110,16 @@ type StrayPin struct {
 // ListState reads every record and tombstone of st (nil: an empty report)
 // and, when pinDir is set, lists the pins there that no record names.
 func ListState(st *store.Store, pinDir string) *StateReport {
-	rep := &StateReport{Entries: []StateEntry{}, StrayPins: []StrayPin{}, PinDir: pinDir}
+	rep := &StateReport{Entries: []StateEntry{}, StrayPins: []StrayPin{}, Discarded: []Discarded{}, PinDir: pinDir}
 	defer func() { rep.StrayPins, rep.Warnings = strayPins(pinDir, rep.Entries, rep.StrayPins, rep.Warnings) }()
 	if st == nil {
 		return rep
 	}
 	rep.Dir = st.Dir()
 	recs, tombs, problems := st.Entries()
-	for _, p := range problems {
-		var d *store.DiscardedError
-		if errors.As(p, &d) && d.MovedTo == "" {
-			continue
-		}
-		rep.Warnings = append(rep.Warnings, p.Error())
-	}
+	discarded, warnings := storeProblems(problems)
+	rep.Discarded = append(rep.Discarded, discarded...)
+	rep.Warnings = append(rep.Warnings, warnings...)
 	add := func(kind string, es []store.Entry) {
 		for _, e := range es {
 			r := e.Record

@@ -64,10 +64,25 @@ func ScanTable(w io.Writer, r *leakscan.Report) error {
 		fmt.Fprintf(w, "warning: %d process(es) could not be inspected (%s): a netns held only by them is reported as leaked\n",
 			n, pids(r.UnreadableProcesses))
 	}
+	discarded(w, r.Discarded)
 	for _, s := range r.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", s)
 	}
 	return nil
+}
+
+// discarded writes one line per unusable state file, greppable by kind.
+func discarded(w io.Writer, ds []leakscan.Discarded) {
+	for _, d := range ds {
+		what := "left in place"
+		switch d.Action {
+		case leakscan.DiscardMoved:
+			what = "moved to " + d.MovedTo
+		case leakscan.DiscardRemoved:
+			what = "removed"
+		}
+		fmt.Fprintf(w, "discarded (%s): %s: %s; %s\n", d.Kind, d.Path, d.Reason, what)
+	}
 }
 
 func pids(p []int) string {
@@ -134,6 +149,7 @@ func StateTable(w io.Writer, s *leakscan.StateReport) error {
 		}
 		fmt.Fprintf(w, "stray pin (no record names it): %s (%s)\n", p.Path, what)
 	}
+	discarded(w, s.Discarded)
 	for _, p := range s.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", p)
 	}

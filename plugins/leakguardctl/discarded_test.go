@@ -1,0 +1,121 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/leakguard/leakguard/pkg/cniplugin/record"
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
+	"github.com/leakguard/leakguard/pkg/netns/nsident"
+	"github.com/leakguard/leakguard/test/nsutil"
+)
+
+// discardedJSON is one entry of the documented "discarded" list.
+type discardedJSON struct {
+	Kind    string `json:"kind"`
+	Path    string `json:"path"`
+	Reason  string `json:"reason"`
+	Action  string `json:"action"`
+	MovedTo string `json:"movedTo"`
+}
+
+// badStateDir is a state dir with one usable record and one unusable file
+// of each kind; it returns the dir and the kind expected for each path.
+func badStateDir(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	st, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	save := func(cid string) string {
+		r := &record.Record{Key: record.Key{Network: "lgnet", ContainerID: cid, IfName: "eth0"}, Netns: nsident.Identity{Dev: 4, Ino: 4026530000}}
+		if err := st.Save(r); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(dir, r.Key.Name()+".json")
+	}
+	save("ctr-good")
+	want := map[string]string{}
+
+	corrupt := save("ctr-corrupt")
+	if err := os.WriteFile(corrupt, []byte(`{"schema":1,"network":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want[corrupt] = "corrupt"
+
+	otherBoot := save("ctr-other-boot")
+	b, err := os.ReadFile(otherBoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = []byte(strings.Replace(string(b), st.BootID(), "00000000-0000-0000-0000-000000000000", 1))
+	if err := os.WriteFile(otherBoot, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want[otherBoot] = "other-boot"
+	return dir, want
+}
+
+func checkDiscarded(t *testing.T, what string, got []discardedJSON, want map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: discarded = %+v; want %v", what, got, want)
+	}
+	for _, d := range got {
+		if want[d.Path] != d.Kind || d.Action != "left" || d.MovedTo != "" || d.Reason == "" {
+			t.Errorf("%s: discarded %+v; want kind %q, left in place, with a reason", what, d, want[d.Path])
+		}
+	}
+	for p := range want {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: a read-only command changed %s: %v", what, p, err)
+		}
+	}
+}
+
+// `records` and `scan` report every unusable state file with its kind and
+// path (table and JSON), and change none of them.
+func TestRecordsAndScanReportEveryDiscardedFile(t *testing.T) {
+	n := &node{t: t, ns: nsutil.NewNS(t)}
+	dir, want := badStateDir(t)
+
+	out, code := n.run("records", "--json", "--state-dir", dir, "--pin-dir", "")
+	var recs struct {
+		Entries []struct {
+			ContainerID string `json:"containerID"`
+		} `json:"entries"`
+		Discarded []discardedJSON `json:"discarded"`
+	}
+	if err := json.Unmarshal([]byte(out), &recs); code != 0 || err != nil {
+		t.Fatalf("records --json: exit %d, %v\n%s", code, err, out)
+	}
+	if len(recs.Entries) != 1 || recs.Entries[0].ContainerID != "ctr-good" {
+		t.Errorf("records entries = %+v; want ctr-good only", recs.Entries)
+	}
+	checkDiscarded(t, "records --json", recs.Discarded, want)
+
+	out, code = n.run("scan", "--json", "--state-dir", dir)
+	var rep struct {
+		Discarded []discardedJSON `json:"discarded"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil {
+		t.Fatalf("scan --json: exit %d, %v\n%s", code, err, out)
+	}
+	checkDiscarded(t, "scan --json", rep.Discarded, want)
+
+	for _, cmd := range []string{"records", "scan"} {
+		table, code := n.run(cmd, "--state-dir", dir)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s", cmd, code, table)
+		}
+		for p, kind := range want {
+			if !strings.Contains(table, "discarded ("+kind+"): "+p+":") {
+				t.Errorf("%s table does not report %s as %s:\n%s", cmd, p, kind, table)
+			}
+		}
+	}
+}
