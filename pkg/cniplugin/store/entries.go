@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
 // the others. Otherwise it loads nothing.
 func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []error) {
 	dir := filepath.Join(s.dir, tombDir)
-	ents, err := list(dir, tombExt)
+	ents, err := list("tombstone dir", dir, tombExt)
 	if err != nil {
 		return nil, []error{err}
 	}
@@ -87,11 +88,11 @@ func (s *Store) RemoveStaleTemps(age time.Duration) (removed int, err error) {
 }
 
 func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
-	ext := recordExt
+	what, ext := "state dir", recordExt
 	if tomb {
-		ext = tombExt
+		what, ext = "tombstone dir", tombExt
 	}
-	ents, err := list(dir, ext)
+	ents, err := list(what, dir, ext)
 	if err != nil {
 		return nil, []error{err}
 	}
@@ -108,14 +109,33 @@ func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
 
 // list is the one directory walk: the entries of dir whose name ends in ext,
 // temp files excluded, sorted by name (for tombstones, age order). A
-// missing dir has none.
-func list(dir, ext string) ([]fs.DirEntry, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
+// missing dir has none. The dir is checked (checkDir) on the fd it is read
+// through, so a symlink or a dir of someone else is never walked.
+func list(what, dir, ext string) ([]fs.DirEntry, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	switch {
+	case err == unix.ENOENT:
 		return nil, nil
+	case err == unix.ELOOP || err == unix.ENOTDIR:
+		if err := checkDir(what, dir); err != nil {
+			return nil, err // names what is there instead
+		}
+		fallthrough
+	case err != nil:
+		return nil, fmt.Errorf("open %s %s: %w", what, dir, err)
 	}
+	f := os.NewFile(uintptr(fd), dir)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("fstat %s %s: %w", what, dir, err)
+	}
+	if err := checkDirStat(what, dir, &st); err != nil {
+		return nil, err
+	}
+	ents, err := f.ReadDir(-1)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", dir, err)
+		return nil, fmt.Errorf("read %s %s: %w", what, dir, err)
 	}
 	out := ents[:0]
 	for _, e := range ents {
@@ -123,6 +143,7 @@ func list(dir, ext string) ([]fs.DirEntry, error) {
 			out = append(out, e)
 		}
 	}
+	slices.SortFunc(out, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	return out, nil
 }
 
@@ -179,9 +200,8 @@ func (s *Store) Tombstone(k record.Key) (string, error) {
 	if s.readOnly {
 		return "", errReadOnly
 	}
-	dir := filepath.Join(s.dir, tombDir)
-	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
-		return "", fmt.Errorf("create tombstone dir: %w", err)
+	if err := s.makeTombDir(); err != nil {
+		return "", err
 	}
 	path := s.tombPath(k)
 	if err := unix.Rename(s.recordPath(k), path); err != nil {
@@ -193,9 +213,8 @@ func (s *Store) Tombstone(k record.Key) (string, error) {
 // SaveTombstone writes r as a new tombstone (for tools and tests; DEL uses
 // Tombstone, which moves the live record instead).
 func (s *Store) SaveTombstone(r *record.Record) (string, error) {
-	dir := filepath.Join(s.dir, tombDir)
-	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
-		return "", fmt.Errorf("create tombstone dir: %w", err)
+	if err := s.makeTombDir(); err != nil {
+		return "", err
 	}
 	t := *r
 	t.Pin, t.TombstonedAt = nil, nil

@@ -33,17 +33,14 @@ var errReadOnly = errors.New("state store opened read-only")
 
 // OpenReadOnly opens an existing state dir for inspection only: nothing is
 // created, written, moved aside or removed (unusable files are reported and
-// left in place). For tools such as `leakguardctl scan`.
+// left in place). For tools such as `leakguardctl scan`. The dir must pass
+// the checks Open makes.
 func OpenReadOnly(dir string) (*Store, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("state dir %q is not absolute", dir)
 	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("stat state dir: %w", err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("state dir %s is not a directory", dir)
+	if err := checkDir("state dir", dir); err != nil {
+		return nil, err
 	}
 	boot, err := CurrentBootID()
 	if err != nil {
@@ -53,34 +50,68 @@ func OpenReadOnly(dir string) (*Store, error) {
 }
 
 // Open creates dir (0700) if needed and returns a Store bound to the current
-// boot. An existing dir must already be private (no group or other access):
-// it is never chmodded, so a mistyped stateDir such as /tmp or /run is
-// refused rather than locked down.
+// boot. An existing dir must already be ours and private (see checkDir): it
+// is never chmodded or chowned, so a mistyped stateDir such as /tmp or /run,
+// or a dir another user prepared, is refused rather than taken over.
 func Open(dir string) (*Store, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("state dir %q is not absolute", dir)
 	}
-	fi, err := os.Lstat(dir)
+	err := checkDir("state dir", dir)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create state dir: %w", err)
 		}
-		fi, err = os.Lstat(dir)
+		err = checkDir("state dir", dir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stat state dir: %w", err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("state dir %s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("state dir %s has mode %#o: it must be private to root (0700); use a dedicated directory", dir, fi.Mode().Perm())
+		return nil, err
 	}
 	boot, err := CurrentBootID()
 	if err != nil {
 		return nil, err
 	}
 	return &Store{dir: dir, bootID: boot}, nil
+}
+
+// errNotOurs marks a directory refused by checkDir.
+var errNotOurs = errors.New("not a private directory of leakguard's")
+
+// checkDir refuses a directory someone else could fill or redirect: records
+// there decide what DEL deletes, and a symlink would carry root's writes
+// outside the state dir. It must be a real directory (not followed if a
+// symlink), owned by the caller's uid, with no group or other access.
+func checkDir(what, path string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fmt.Errorf("%s: %w", what, &os.PathError{Op: "lstat", Path: path, Err: err})
+	}
+	return checkDirStat(what, path, &st)
+}
+
+func checkDirStat(what, path string, st *unix.Stat_t) error {
+	uid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("%s %s is a %s, not a directory: %w", what, path, typeName(st.Mode), errNotOurs)
+	case st.Uid != uid:
+		return fmt.Errorf("%s %s is owned by uid %d, not by uid %d that runs leakguard: its files could be forged; use a dedicated directory: %w",
+			what, path, st.Uid, uid, errNotOurs)
+	case st.Mode&0o077 != 0:
+		return fmt.Errorf("%s %s has mode %#o: it must be private to its owner (0700); use a dedicated directory: %w",
+			what, path, st.Mode&0o7777, errNotOurs)
+	}
+	return nil
+}
+
+// makeTombDir creates the tombstone dir if missing and checks it as the
+// state dir is checked.
+func (s *Store) makeTombDir() error {
+	dir := filepath.Join(s.dir, tombDir)
+	if err := unix.Mkdir(dir, 0o700); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("create tombstone dir: %w", err)
+	}
+	return checkDir("tombstone dir", dir)
 }
 
 // ReadOnly returns a view of the store that reports unusable files instead
