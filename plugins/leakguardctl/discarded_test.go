@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
@@ -57,6 +59,17 @@ func badStateDir(t *testing.T) (string, map[string]string) {
 		t.Fatal(err)
 	}
 	want[otherBoot] = "other-boot"
+
+	fifo := filepath.Join(dir, "lgnet_ctr-fifo_eth0.json")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want[fifo] = "not-regular-file"
+	link := filepath.Join(dir, "lgnet_ctr-link_eth0.json")
+	if err := os.Symlink(filepath.Join(dir, "lgnet_ctr-good_eth0.json"), link); err != nil {
+		t.Fatal(err)
+	}
+	want[link] = "not-regular-file"
 	return dir, want
 }
 

@@ -1,10 +1,14 @@
 package guard_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/leakguard/leakguard/test/nsutil"
 )
@@ -38,5 +42,72 @@ func TestStateDirOfAnotherUserIsNeverUsed(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(f.stateDir, "*")); len(m) != len(before) {
 		t.Fatalf("ADD wrote into another user's state dir: %v", m)
+	}
+}
+
+// within fails the test when fn has not returned after d; readers blocked on
+// fifos are then released (a writer opens each) so that the binary goes on.
+func within(t *testing.T, what string, d time.Duration, fifos []string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		for _, f := range fifos {
+			if fd, err := unix.Open(f, unix.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+				unix.Close(fd)
+			}
+		}
+		<-done
+		t.Fatalf("%s hung on a FIFO", what)
+	}
+}
+
+// A FIFO in the state dir never hangs DEL, which holds the attachment's lock
+// meanwhile: not as its record, not among the tombstones its sweep reads.
+// Each is moved aside, unopened.
+func TestFIFOInStateDirNeverHangsDel(t *testing.T) {
+	f := newFixture(t)
+	f.add("1.0.0")
+	rec := recordFiles(t, f.stateDir)[0]
+	if err := os.Remove(rec); err != nil {
+		t.Fatal(err)
+	}
+	fifos := []string{rec}
+	tombDir := filepath.Join(f.stateDir, "tombstones")
+	if err := os.Mkdir(tombDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 40; i++ { // enough for DEL to sweep; every window holds FIFOs
+		fifos = append(fifos, filepath.Join(tombDir, fmt.Sprintf("%020d-%s_fifo-%d_eth0.tomb", i+1, netName, i)))
+	}
+	for _, p := range fifos {
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var err error
+	within(t, "DEL with a FIFO record", 5*time.Second, fifos, func() { err = f.del(f.podPath, "1.0.0", f.prevResult()) })
+	if err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if moved, _ := filepath.Glob(rec + ".corrupt-*"); len(moved) != 1 {
+		t.Fatalf("the FIFO record should be moved aside, found %v", moved)
+	}
+	mustRemovedFile(t, strings.TrimSuffix(rec, ".json")+".lock")
+
+	g := f.sibling()
+	g.add("1.0.0")
+	within(t, "DEL sweeping FIFO tombstones", 5*time.Second, fifos, func() { err = g.del(g.podPath, "1.0.0", g.prevResult()) })
+	if err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if moved, _ := filepath.Glob(filepath.Join(tombDir, "*.corrupt-*")); len(moved) < 7 {
+		t.Fatalf("the sweep should move aside the FIFOs of its window, moved %v", moved)
+	}
+	if n := len(tombstones(t, f.stateDir)); n > 41-7 {
+		t.Fatalf("%d tombstones left; the FIFOs of the window should be gone", n)
 	}
 }

@@ -25,9 +25,9 @@ func (e *badFile) Error() string { return e.reason }
 // yields a *badFile; a missing file an error satisfying
 // errors.Is(err, os.ErrNotExist).
 func readState(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	fd, err := openState(path, unix.O_RDONLY)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
@@ -99,6 +99,29 @@ func writeTemp(dir string, b []byte, sync bool) (string, error) {
 		return "", &os.PathError{Op: "close", Path: path, Err: err}
 	}
 	return path, nil
+}
+
+// stateOpenFlags open a state file without following a symlink, blocking on
+// a FIFO or taking a terminal; the caller then fstats the fd and uses it only
+// if it is a regular file (notRegular).
+const stateOpenFlags = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+
+// openState opens a state file with stateOpenFlags. A symlink, a socket
+// (which cannot be opened) or, for writing, a directory yields a *badFile.
+func openState(path string, flags int) (int, error) {
+	fd, err := unix.Open(path, flags|stateOpenFlags, 0o600)
+	if err == unix.ELOOP || err == unix.ENXIO || err == unix.EISDIR {
+		var st unix.Stat_t
+		if unix.Lstat(path, &st) == nil {
+			if bad := notRegular(st.Mode); bad != nil {
+				return -1, bad
+			}
+		}
+	}
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return fd, nil
 }
 
 // notRegular refuses any file type but a regular file.

@@ -49,9 +49,9 @@ func (s *Store) HasRecordNamed(name string) bool {
 func (s *Store) lock(path string, timeout time.Duration) (*Lock, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		fd, err := openLock(path)
 		if err != nil {
-			return nil, fmt.Errorf("open lock %s: %w", path, err)
+			return nil, err
 		}
 		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -74,9 +74,33 @@ func (s *Store) lock(path string, timeout time.Duration) (*Lock, error) {
 	}
 }
 
+// openLock opens (creating it if missing) a lock file. Anything but a regular
+// file there is refused, never waited on or followed: the verbs that need
+// the lock then fail (DEL logs it and succeeds) instead of hanging.
+func openLock(path string) (int, error) {
+	fd, err := openState(path, unix.O_RDWR|unix.O_CREAT)
+	var bad *badFile
+	if errors.As(err, &bad) {
+		return -1, fmt.Errorf("lock %s is %s; remove it", path, bad.reason)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("open lock: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("fstat lock %s: %w", path, err)
+	}
+	if bad := notRegular(st.Mode); bad != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("lock %s is %s; remove it", path, bad.reason)
+	}
+	return fd, nil
+}
+
 func sameFile(fd int, path string) bool {
 	var a, b unix.Stat_t
-	if unix.Fstat(fd, &a) != nil || unix.Stat(path, &b) != nil {
+	if unix.Fstat(fd, &a) != nil || unix.Lstat(path, &b) != nil {
 		return false
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
