@@ -70,6 +70,20 @@ func badStateDir(t *testing.T) (string, map[string]string) {
 		t.Fatal(err)
 	}
 	want[link] = "not-regular-file"
+
+	if err := os.Mkdir(filepath.Join(dir, "tombstones"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "tombstones", "00000000000000000001-lgnet_ctr-huge_eth0.tomb")
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil { // sparse: cheap to make, costly to read
+		t.Fatal(err)
+	}
+	f.Close()
+	want[huge] = "too-large"
 	return dir, want
 }
 

@@ -13,6 +13,13 @@ import (
 // os.File's poller registration off its path (a measurable share of a
 // short-lived process's cost).
 
+// maxStateFile caps a record or tombstone. A pod's record is 1 to 2 KiB;
+// one with 64 interfaces and host links, 64 IPv6 addresses and 1024 rules
+// and routes is about 330 KiB (TestStateFileCapLeavesRoom). A larger file
+// was not written by leakguard: reading it would cost a CNI call its memory
+// and the runtime's timeout, so it is moved aside unread.
+const maxStateFile = 1 << 20
+
 // badFile is a state file that must not be read, and why.
 type badFile struct {
 	kind   DiscardKind
@@ -37,6 +44,10 @@ func readState(path string) ([]byte, error) {
 	if bad := notRegular(st.Mode); bad != nil {
 		return nil, bad
 	}
+	if st.Size > maxStateFile {
+		return nil, &badFile{TooLarge, fmt.Sprintf("%d bytes, over the %d-byte cap", st.Size, maxStateFile)}
+	}
+	// One byte more than the cap tells a file that grew since fstat.
 	buf := make([]byte, 0, st.Size+1)
 	for {
 		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
@@ -50,6 +61,9 @@ func readState(path string) ([]byte, error) {
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
+		if len(buf) > maxStateFile {
+			return nil, &badFile{TooLarge, fmt.Sprintf("grew past the %d-byte cap while read", maxStateFile)}
+		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}

@@ -151,6 +151,10 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 	if err != nil {
 		return err
 	}
+	if len(b) > maxStateFile {
+		// No reader would use it: keep the previous file instead.
+		return fmt.Errorf("record %s is %d bytes, over the %d-byte cap of state files", r.Key, len(b), maxStateFile)
+	}
 	tmpfs := s.onTmpfs()
 	tmp, err := writeTemp(s.dir, b, !tmpfs)
 	if err != nil {
