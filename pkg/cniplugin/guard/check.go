@@ -38,7 +38,8 @@ func (p *Plugin) check(inv *invocation, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Release(false)
+	// Without a record (none, or discarded) the lock file is not kept.
+	defer func() { lock.Release(!st.HasRecordNamed(inv.key.Name())) }()
 	rec, err := st.Load(inv.key)
 	if err != nil {
 		return fmt.Errorf("load record: %w", err)

@@ -44,6 +44,11 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	}
 	forgotten := false
 	defer func() { lock.Release(forgotten) }()
+	if removed, err := st.RemoveTemp(inv.key); err != nil {
+		inv.log.Warn("leftover temp file not removed", "err", err)
+	} else if removed {
+		inv.log.Info("removed temp file of an interrupted record write")
+	}
 
 	rec, err := st.Load(inv.key)
 	var disc *store.DiscardedError

@@ -33,8 +33,9 @@ type Reachability interface {
 	NSIDReachable(nsid int) (bool, error)
 }
 
-// staleTempAge is how old a temp file must be before GC takes it for the
-// leftover of a killed writer (a live write lasts microseconds).
+// staleTempAge is how old a temp file of a tombstone rewrite must be before
+// GC takes it for the leftover of a killed writer (a live write lasts
+// microseconds; record temp files are judged under their lock instead).
 const staleTempAge = 10 * time.Minute
 
 // GC (CNI 1.1.0) reaps, for this network, every record not in the runtime's
@@ -106,10 +107,10 @@ func (p *Plugin) gc(inv *invocation, _ *skel.CmdArgs) error {
 		}
 	}
 	errs = append(errs, p.gcPins(inv, st)...)
-	if n, err := st.RemoveStaleTemps(staleTempAge); err != nil {
-		errs = append(errs, err)
-	} else if n > 0 {
-		inv.log.Info("GC: removed temp files of interrupted writes", "count", n)
+	left, lerrs := st.RemoveLeftovers(tombs, staleTempAge)
+	errs = append(errs, lerrs...)
+	if left.Temps > 0 || left.Locks > 0 {
+		inv.log.Info("GC: removed leftovers of finished or interrupted invocations", "tempFiles", left.Temps, "lockFiles", left.Locks)
 	}
 	inv.log.Info("GC done", "listed", listed, "records", len(recs), "tombstones", len(tombs), "reaped", len(reaped), "errors", len(errs))
 	if len(errs) > 0 {

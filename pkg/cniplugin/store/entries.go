@@ -66,27 +66,6 @@ func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []e
 	return out, problems
 }
 
-// RemoveStaleTemps removes temp files older than age: what writers killed
-// between creating and renaming them left behind (never a record).
-func (s *Store) RemoveStaleTemps(age time.Duration) (removed int, err error) {
-	ents, err := os.ReadDir(s.dir)
-	if err != nil {
-		return 0, fmt.Errorf("read state dir: %w", err)
-	}
-	cutoff := time.Now().Add(-age)
-	for _, e := range ents {
-		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), tmpPrefix) {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
-			if os.Remove(filepath.Join(s.dir, e.Name())) == nil {
-				removed++
-			}
-		}
-	}
-	return removed, nil
-}
-
 func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
 	what, ext := "state dir", recordExt
 	if tomb {
@@ -109,9 +88,22 @@ func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
 
 // list is the one directory walk: the entries of dir whose name ends in ext,
 // temp files excluded, sorted by name (for tombstones, age order). A
-// missing dir has none. The dir is checked (checkDir) on the fd it is read
-// through, so a symlink or a dir of someone else is never walked.
+// missing dir has none.
 func list(what, dir, ext string) ([]fs.DirEntry, error) {
+	ents, err := readDir(what, dir)
+	out := ents[:0]
+	for _, e := range ents {
+		if n := e.Name(); strings.HasSuffix(n, ext) && !strings.HasPrefix(n, tmpPrefix) {
+			out = append(out, e)
+		}
+	}
+	return out, err
+}
+
+// readDir reads a state dir or the tombstone dir, sorted by name; a missing
+// dir has no entries. The dir is checked (checkDir) on the fd it is read
+// through, so a symlink or a dir of someone else is never walked.
+func readDir(what, dir string) ([]fs.DirEntry, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	switch {
 	case err == unix.ENOENT:
@@ -137,14 +129,8 @@ func list(what, dir, ext string) ([]fs.DirEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s %s: %w", what, dir, err)
 	}
-	out := ents[:0]
-	for _, e := range ents {
-		if n := e.Name(); strings.HasSuffix(n, ext) && !strings.HasPrefix(n, tmpPrefix) {
-			out = append(out, e)
-		}
-	}
-	slices.SortFunc(out, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-	return out, nil
+	slices.SortFunc(ents, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	return ents, nil
 }
 
 // loadEntry loads one listed file (nil when it vanished meanwhile). One the
@@ -219,7 +205,7 @@ func (s *Store) SaveTombstone(r *record.Record) (string, error) {
 	t := *r
 	t.Pin, t.TombstonedAt = nil, nil
 	path := s.tombPath(r.Key)
-	return path, s.writeAtomic(path, &t)
+	return path, s.writeAtomic(path, &t, "")
 }
 
 // asTombstone marks a record loaded from the tombstone dir: its time comes
@@ -243,7 +229,7 @@ func (s *Store) Rewrite(path string, r *record.Record) error {
 	if !s.owns(path) {
 		return fmt.Errorf("%s is not in the state dir", path)
 	}
-	return s.writeAtomic(path, r)
+	return s.writeAtomic(path, r, "")
 }
 
 // RemoveFile removes a record or tombstone listed by Entries.

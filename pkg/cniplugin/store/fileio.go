@@ -1,7 +1,9 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -70,28 +72,41 @@ func readState(path string) ([]byte, error) {
 	}
 }
 
-// writeTemp writes b to a new 0600 temp file in dir, fsynced when sync is
-// set, and returns its path.
-func writeTemp(dir string, b []byte, sync bool) (string, error) {
-	var (
-		path string
-		fd   int
-		err  error
-	)
-	for i := 0; i < 100; i++ {
-		path = filepath.Join(dir, fmt.Sprintf("%s%016x", tmpPrefix, rand.Uint64()))
-		fd, err = unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-		if err != unix.EEXIST {
-			break
+// writeTemp writes b to a temp file in the state dir and returns its path:
+// with name, the temp file of that attachment's record (Save's caller holds
+// its lock, so a file already there is a killed writer's leftover: removed
+// first, see removeTemp); without, a new randomly named one, for writers
+// that hold no lock (GC removes those a killed writer left once old).
+func (s *Store) writeTemp(name string, b []byte, sync bool) (string, error) {
+	if name != "" {
+		path := s.tempPath(name)
+		err := createFile(path, b, sync)
+		if errors.Is(err, fs.ErrExist) {
+			if _, err = s.removeTemp(name); err == nil {
+				err = createFile(path, b, sync)
+			}
+		}
+		return path, err
+	}
+	for i := 0; ; i++ {
+		path := filepath.Join(s.dir, fmt.Sprintf("%s%016x", tmpPrefix, rand.Uint64()))
+		if err := createFile(path, b, sync); !errors.Is(err, fs.ErrExist) || i == 99 {
+			return path, err
 		}
 	}
+}
+
+// createFile writes b to a new 0600 file at path, fsynced when sync is set.
+// On failure nothing is left at path.
+func createFile(path string, b []byte, sync bool) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return "", &os.PathError{Op: "create", Path: path, Err: err}
+		return &os.PathError{Op: "create", Path: path, Err: err}
 	}
-	fail := func(op string, err error) (string, error) {
+	fail := func(op string, err error) error {
 		unix.Close(fd)
 		unix.Unlink(path)
-		return "", &os.PathError{Op: op, Path: path, Err: err}
+		return &os.PathError{Op: op, Path: path, Err: err}
 	}
 	for len(b) > 0 {
 		n, err := unix.Write(fd, b)
@@ -110,9 +125,9 @@ func writeTemp(dir string, b []byte, sync bool) (string, error) {
 	}
 	if err := unix.Close(fd); err != nil {
 		unix.Unlink(path)
-		return "", &os.PathError{Op: "close", Path: path, Err: err}
+		return &os.PathError{Op: "close", Path: path, Err: err}
 	}
-	return path, nil
+	return nil
 }
 
 // stateOpenFlags open a state file without following a symlink, blocking on

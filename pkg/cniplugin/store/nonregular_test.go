@@ -57,7 +57,7 @@ func TestLoadNeverReadsANonRegularFile(t *testing.T) {
 	valid := filepath.Join(t.TempDir(), "valid.json")
 	other := *s
 	other.dir = filepath.Dir(valid)
-	if err := other.writeAtomic(valid, newRecord(k)); err != nil {
+	if err := other.writeAtomic(valid, newRecord(k), ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {

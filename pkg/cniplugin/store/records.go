@@ -135,13 +135,14 @@ func (s *Store) discard(path string, kind DiscardKind, reason string) error {
 // Save writes the attachment's live record atomically. The caller must hold
 // the attachment's lock.
 func (s *Store) Save(r *record.Record) error {
-	return s.writeAtomic(s.recordPath(r.Key), r)
+	return s.writeAtomic(s.recordPath(r.Key), r, baseName(r.Key))
 }
 
-// writeAtomic writes a temp file in the same directory, fsyncs it (unless on
-// tmpfs), renames it over path and fsyncs the directory. A crash at any point
-// leaves either the old file or the new one, never a partial file at path.
-func (s *Store) writeAtomic(path string, r *record.Record) error {
+// writeAtomic writes a temp file in the state dir (see writeTemp for name),
+// fsyncs it (unless on tmpfs), renames it over path and fsyncs the
+// directory. A crash at any point leaves either the old file or the new one,
+// never a partial file at path.
+func (s *Store) writeAtomic(path string, r *record.Record, name string) error {
 	if s.readOnly {
 		return errReadOnly
 	}
@@ -156,7 +157,7 @@ func (s *Store) writeAtomic(path string, r *record.Record) error {
 		return fmt.Errorf("record %s is %d bytes, over the %d-byte cap of state files", r.Key, len(b), maxStateFile)
 	}
 	tmpfs := s.onTmpfs()
-	tmp, err := writeTemp(s.dir, b, !tmpfs)
+	tmp, err := s.writeTemp(name, b, !tmpfs)
 	if err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}

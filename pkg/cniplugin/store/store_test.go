@@ -185,12 +185,12 @@ func TestLockExclusion(t *testing.T) {
 	}
 }
 
-func TestRemoveStaleTemps(t *testing.T) {
+func TestRemoveStaleRandomTemps(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := writeTemp(s.Dir(), []byte("partial"), false)
+	old, err := s.writeTemp("", []byte("partial"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestRemoveStaleTemps(t *testing.T) {
 	if err := os.Chtimes(old, past, past); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := writeTemp(s.Dir(), []byte("in flight"), false)
+	fresh, err := s.writeTemp("", []byte("in flight"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +206,8 @@ func TestRemoveStaleTemps(t *testing.T) {
 	if err := s.Save(newRecord(k)); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.RemoveStaleTemps(10 * time.Minute); err != nil || n != 1 {
-		t.Fatalf("RemoveStaleTemps = %d, %v; want 1", n, err)
+	if n, errs := s.RemoveLeftovers(nil, 10*time.Minute); len(errs) != 0 || n.Temps != 1 {
+		t.Fatalf("RemoveLeftovers = %+v, %v; want 1 temp file removed", n, errs)
 	}
 	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stale temp should be gone: %v", err)
@@ -241,7 +241,7 @@ func TestCrashBeforeRenameKeepsPreviousRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []int{len(b), len(b) / 2, 1} { // complete and torn temp files
-		if _, err := writeTemp(s.Dir(), b[:n], false); err != nil {
+		if _, err := s.writeTemp("", b[:n], false); err != nil {
 			t.Fatal(err)
 		}
 	}
