@@ -146,3 +146,27 @@ func TestRecordsAndScanReportEveryDiscardedFile(t *testing.T) {
 		}
 	}
 }
+
+// A state dir that is a symlink (even a dangling one) or belongs to another
+// user is refused, never taken for "nothing recorded" nor followed.
+func TestUntrustedStateDirIsRefused(t *testing.T) {
+	n := &node{t: t, ns: nsutil.NewNS(t)}
+	dir, _ := badStateDir(t)
+	base := t.TempDir()
+	link, dangling, foreign := filepath.Join(base, "link"), filepath.Join(base, "dangling"), filepath.Join(base, "foreign")
+	for _, err := range []error{
+		os.Symlink(dir, link), os.Symlink(filepath.Join(base, "none"), dangling),
+		os.Mkdir(foreign, 0o700), os.Chown(foreign, 65534, 65534),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{link, dangling, foreign} {
+		for _, cmd := range []string{"records", "scan"} {
+			if out, code := n.run(cmd, "--state-dir", d); code != 1 {
+				t.Errorf("%s --state-dir %s: exit %d, want 1\n%s", cmd, d, code, out)
+			}
+		}
+	}
+}

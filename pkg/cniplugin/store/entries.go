@@ -212,8 +212,8 @@ func (s *Store) SaveTombstone(r *record.Record) (string, error) {
 // from the file name, and a pin it named is gone (DEL removed it).
 func asTombstone(r *record.Record, name string) {
 	r.Pin = nil
-	if i := strings.IndexByte(name, '-'); i > 0 {
-		if ns, err := strconv.ParseInt(name[:i], 10, 64); err == nil {
+	if len(name) > tombTimeDigits && name[tombTimeDigits] == '-' {
+		if ns, err := strconv.ParseInt(name[:tombTimeDigits], 10, 64); err == nil {
 			t := time.Unix(0, ns).UTC()
 			r.TombstonedAt = &t
 			return

@@ -282,7 +282,9 @@ func OpenStoreIfExists(dir string, readOnly bool) (*store.Store, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("state dir %q is not absolute", dir)
 	}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	// Lstat: a symlink (even a dangling one) is refused by the store, not
+	// taken for "nothing recorded".
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if readOnly {
