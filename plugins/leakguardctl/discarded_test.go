@@ -170,3 +170,42 @@ func TestUntrustedStateDirIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// reap opens the state dir writable: it removes another boot's file, moves
+// every other unusable one aside, and reports each (JSON and table).
+func TestReapReportsWhatItDiscards(t *testing.T) {
+	n := &node{t: t, ns: nsutil.NewNS(t)}
+	dir, want := badStateDir(t)
+	out, code := n.run("reap", "--json", "--state-dir", dir, "--recheck", "0")
+	var rep struct {
+		Discarded []discardedJSON `json:"discarded"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil {
+		t.Fatalf("reap --json: exit %d, %v\n%s", code, err, out)
+	}
+	if len(rep.Discarded) != len(want) {
+		t.Errorf("reap discarded %+v; want %v", rep.Discarded, want)
+	}
+	for _, d := range rep.Discarded {
+		action := "moved-aside"
+		if d.Kind == "other-boot" {
+			action = "removed"
+		}
+		if want[d.Path] != d.Kind || d.Action != action || (action == "moved-aside") != (d.MovedTo != "") {
+			t.Errorf("reap discarded %+v; want kind %q, %s", d, want[d.Path], action)
+		}
+		if _, err := os.Lstat(d.Path); !os.IsNotExist(err) {
+			t.Errorf("%s still in place after reap: %v", d.Path, err)
+		}
+	}
+	dir, want = badStateDir(t)
+	table, code := n.run("reap", "--state-dir", dir, "--recheck", "0")
+	if code != 0 {
+		t.Fatalf("reap: exit %d\n%s", code, table)
+	}
+	for p, kind := range want {
+		if !strings.Contains(table, "discarded ("+kind+"): "+p+":") {
+			t.Errorf("reap table does not report %s as %s:\n%s", p, kind, table)
+		}
+	}
+}

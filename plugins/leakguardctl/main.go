@@ -24,16 +24,18 @@
 //	                   gssProxyArmed}],
 //	          slab{available, activeObjects, reachableObjects, leakedEstimate, cpuSlabObjects, leakedLowerBound, reason},
 //	          unreadableProcesses?, discarded?: [<discarded>], warnings?}
-//	reap:    {dryRun, results: [{<leak fields>, action: deleted|would-delete|skipped|gone|failed, reason?, stateFileRemoved?}], errors?}
+//	reap:    {dryRun, results: [{<leak fields>, action: deleted|would-delete|skipped|gone|failed, reason?, stateFileRemoved?}],
+//	          discarded?: [<discarded>], errors?}
 //	records: {stateDir, entries: [{kind, network, containerID, ifName, file, created, tombstonedAt?, netns, netnsPath,
 //	          hostLinks, ips, gssProxyArmed, pin?{path, state, reason}}], pinDir?, strayPins: [{path, netns?}],
 //	          discarded: [<discarded>], warnings?}
 //	<discarded>: {kind: "other-boot"|"corrupt"|"too-large"|"not-regular-file", path, reason,
 //	          action: "left"|"moved-aside"|"removed", movedTo?}
 //
-// scan and records report every record or tombstone file no reader uses
-// (table: one "discarded (<kind>): <path>: <reason>; <action>" line each);
-// they open the state dir read-only, so each is left in place.
+// scan, records and reap report every record or tombstone file no reader
+// uses (table: one "discarded (<kind>): <path>: <reason>; <action>" line
+// each); scan and records open the state dir read-only and leave each in
+// place, reap removes another boot's and moves the others aside.
 //
 // --prometheus writes node_exporter textfile metrics atomically (see
 // pkg/report.Prometheus for the metric names).
@@ -190,9 +192,10 @@ func scan(args []string, stdout, stderr io.Writer) error {
 
 // reapOutput is reap's JSON output.
 type reapOutput struct {
-	DryRun  bool                  `json:"dryRun"`
-	Results []leakscan.ReapResult `json:"results"`
-	Errors  []string              `json:"errors,omitempty"`
+	DryRun    bool                  `json:"dryRun"`
+	Results   []leakscan.ReapResult `json:"results"`
+	Discarded []leakscan.Discarded  `json:"discarded,omitempty"`
+	Errors    []string              `json:"errors,omitempty"`
 }
 
 func reap(args []string, stdout, stderr io.Writer) error {
@@ -215,14 +218,14 @@ func reap(args []string, stdout, stderr io.Writer) error {
 	}
 	res, reapErr := leakscan.Reap(rep.Leaks, opts)
 	if c.json {
-		out := reapOutput{DryRun: opts.DryRun, Results: res}
+		out := reapOutput{DryRun: opts.DryRun, Results: res, Discarded: rep.Discarded}
 		if reapErr != nil {
 			out.Errors = []string{reapErr.Error()}
 		}
 		if err := report.JSON(stdout, out); err != nil {
 			return err
 		}
-	} else if err := report.ReapTable(stdout, res); err != nil {
+	} else if err := report.ReapTable(stdout, res, rep.Discarded); err != nil {
 		return err
 	}
 	return reapErr

@@ -97,8 +97,10 @@ func pids(p []int) string {
 	return "pid " + strings.Join(s, ", ")
 }
 
-// ReapTable writes what reap did, one line per leaked host link.
-func ReapTable(w io.Writer, rs []leakscan.ReapResult) error {
+// ReapTable writes what reap did, one line per leaked host link, and the
+// state files the scan discarded.
+func ReapTable(w io.Writer, rs []leakscan.ReapResult, ds []leakscan.Discarded) error {
+	defer discarded(w, ds)
 	if len(rs) == 0 {
 		fmt.Fprintln(w, "nothing to reap: no leaked host links")
 		return nil
