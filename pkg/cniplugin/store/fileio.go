@@ -15,9 +15,10 @@ import (
 // os.File's poller registration off its path (a measurable share of a
 // short-lived process's cost).
 
-// maxStateFile caps a record or tombstone. A pod's record is 1 to 2 KiB;
-// one with 64 interfaces and host links, 64 IPv6 addresses and 1024 rules
-// and routes is about 330 KiB (TestStateFileCapLeavesRoom). A larger file
+// maxStateFile caps a record or tombstone. A pod's record is 1 to 2 KiB
+// (plus, in wrapper mode, the main plugin's config: a few KiB); one with 64
+// interfaces and host links, 64 IPv6 addresses, 1024 rules and routes and a
+// 64 KiB delegate config is about 400 KiB (TestStateFileCapLeavesRoom). A larger file
 // was not written by leakguard: reading it would cost a CNI call its memory
 // and the runtime's timeout, so it is moved aside unread.
 const maxStateFile = 1 << 20

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -94,8 +95,8 @@ func TestOversizedStateFileIsNeverRead(t *testing.T) {
 }
 
 // The cap leaves room: a record far bigger than any pod's (64 interfaces
-// and host links, 64 IPv6 addresses, 512 rules and routes, the longest
-// names) is well under it, and Save refuses a record over it rather than
+// and host links, 64 IPv6 addresses, 512 rules and routes, a 64 KiB
+// delegate config, the longest names) is well under it, and Save refuses a record over it rather than
 // writing one that no reader would use.
 func TestStateFileCapLeavesRoom(t *testing.T) {
 	s, err := Open(filepath.Join(t.TempDir(), "state"))
@@ -110,6 +111,8 @@ func TestStateFileCapLeavesRoom(t *testing.T) {
 		Netns:     nsident.Identity{Dev: 4, Ino: 4026532000},
 		NetnsPath: "/var/run/netns/cni-" + long,
 		Pin:       &nspin.Pin{Path: "/run/leakguard/netns/" + long, Netns: nsident.Identity{Dev: 4, Ino: 4026532000}},
+		// A main plugin's config (wrapper mode) is a few KiB; 64 KiB here.
+		Delegate: json.RawMessage(`{"type":"bridge","pad":"` + strings.Repeat("p", 64<<10) + `"}`),
 	}
 	for i := 0; i < 64; i++ {
 		name := fmt.Sprintf("veth%011d", i) // IFNAMSIZ - 1
@@ -126,7 +129,7 @@ func TestStateFileCapLeavesRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("a record of 64 links, 64 IPs and 1024 rules and routes: %d bytes (cap %d)", len(b), maxStateFile)
+	t.Logf("a record of 64 links, 64 IPs, 1024 rules and routes, a 64 KiB delegate: %d bytes (cap %d)", len(b), maxStateFile)
 	if len(b) > maxStateFile/2 {
 		t.Fatalf("%d bytes: the cap of %d leaves too little room", len(b), maxStateFile)
 	}
