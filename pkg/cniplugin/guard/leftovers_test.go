@@ -75,9 +75,9 @@ func TestGCRemovesStaleLocksAndTemps(t *testing.T) {
 	}
 	tombLock := f.statePath(name("tombstoned") + ".lock")
 	touch(t, tombLock, 0)
-	killedSave := f.statePath(".tmp-" + f.key().Name() + ".json") // ADD killed mid-Save
+	killedSave := f.statePath(".tmp-" + f.key().Name() + ".new") // ADD killed mid-Save
 	touch(t, killedSave, 0)
-	killedOther := f.statePath(".tmp-" + name("stale") + ".json")
+	killedOther := f.statePath(".tmp-" + name("stale") + ".new")
 	touch(t, killedOther, 0)
 	oldRandom, freshRandom := f.statePath(".tmp-0123456789abcdef"), f.statePath(".tmp-fedcba9876543210")
 	touch(t, oldRandom, time.Hour)
@@ -115,10 +115,10 @@ func TestGCRemovesStaleLocksAndTemps(t *testing.T) {
 func TestDelRemovesItsOwnTempFile(t *testing.T) {
 	f := newFixture(t)
 	f.add("1.0.0")
-	own := f.statePath(".tmp-" + f.key().Name() + ".json")
+	own := f.statePath(".tmp-" + f.key().Name() + ".new")
 	touch(t, own, 0)
 	g := f.sibling()
-	theirs := f.statePath(".tmp-" + g.key().Name() + ".json")
+	theirs := f.statePath(".tmp-" + g.key().Name() + ".new")
 	touch(t, theirs, 0)
 	random := f.statePath(".tmp-0123456789abcdef")
 	touch(t, random, 0)

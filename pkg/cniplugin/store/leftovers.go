@@ -17,9 +17,10 @@ import (
 // tempPath is where Save writes the named attachment's next record before
 // renaming it into place. Writes of one record are serialized by its lock,
 // so one fixed name per attachment suffices, and its DEL can find what a
-// killed writer left without listing the dir.
+// killed writer left without listing the dir. It does not end in recordExt:
+// no glob for records matches it.
 func (s *Store) tempPath(name string) string {
-	return filepath.Join(s.dir, tmpPrefix+name+recordExt)
+	return filepath.Join(s.dir, tmpPrefix+name+tempExt)
 }
 
 // RemoveTemp removes the temp file a killed writer of the attachment's
@@ -81,10 +82,10 @@ func (s *Store) RemoveLeftovers(tombstones []Entry, age time.Duration) (Leftover
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case n == tmpPrefix+recordExt || n == lockExt:
+		case n == tmpPrefix+tempExt || n == lockExt:
 			// No attachment has an empty name: not ours to judge.
-		case strings.HasPrefix(n, tmpPrefix) && strings.HasSuffix(n, recordExt):
-			name := strings.TrimSuffix(strings.TrimPrefix(n, tmpPrefix), recordExt)
+		case strings.HasPrefix(n, tmpPrefix) && strings.HasSuffix(n, tempExt):
+			name := strings.TrimSuffix(strings.TrimPrefix(n, tmpPrefix), tempExt)
 			if _, ok := locked[name]; !ok {
 				locked[name] = false
 			}

@@ -18,6 +18,7 @@ const (
 	recordExt  = ".json"
 	lockExt    = ".lock"
 	tmpPrefix  = ".tmp-"
+	tempExt    = ".new" // of a record's temp file (tempPath)
 	corruptTag = ".corrupt-"
 )
 
