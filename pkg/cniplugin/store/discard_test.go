@@ -154,9 +154,9 @@ func TestReadOnlyReportsEveryKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]DiscardKind{}
-	for name, c := range badContents(t, s, record.Key{}) {
+	for name := range badContents(t, s, record.Key{}) {
 		k := record.Key{Network: "n", ContainerID: strings.ReplaceAll(name, " ", "-"), IfName: "eth0"}
-		c = badContents(t, s, k)[name]
+		c := badContents(t, s, k)[name]
 		path := s.recordPath(k)
 		if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
 			t.Fatal(err)

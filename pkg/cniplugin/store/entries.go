@@ -32,18 +32,18 @@ type Entry struct {
 // Entries loads every record and tombstone of the current boot. Unusable
 // files are discarded as Load discards them, each reported in problems as a
 // *DiscardedError; walking goes on.
-func (s *Store) Entries() (records, tombstones []Entry, problems []error) {
-	records, problems = s.loadAll(s.dir, false)
+func (s *Store) Entries() ([]Entry, []Entry, []error) {
+	records, problems := s.loadAll(s.dir, false)
 	tombstones, p := s.loadAll(filepath.Join(s.dir, tombDir), true)
 	return records, tombstones, append(problems, p...)
 }
 
 // SweepWindow serves DEL's bounded tombstone sweep with one directory read:
-// when more than above tombstones exist, it loads at most max of them in
+// when more than above tombstones exist, it loads at most most of them in
 // age order from the one start picks (wrapping around), so that the window
 // moves from call to call and tombstones whose links live on cannot shield
 // the others. Otherwise it loads nothing.
-func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []error) {
+func (s *Store) SweepWindow(above, most int, start func(n int) int) ([]Entry, []error) {
 	dir := filepath.Join(s.dir, tombDir)
 	ents, err := list("tombstone dir", dir, tombExt)
 	if err != nil {
@@ -55,7 +55,7 @@ func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []e
 	var out []Entry
 	var problems []error
 	first := start(len(ents))
-	for i := 0; i < len(ents) && len(out)+len(problems) < max; i++ {
+	for i := 0; i < len(ents) && len(out)+len(problems) < most; i++ {
 		switch e, err := s.loadEntry(dir, ents[(first+i)%len(ents)], true); {
 		case err != nil:
 			problems = append(problems, err)
@@ -66,7 +66,7 @@ func (s *Store) SweepWindow(above, max int, start func(n int) int) ([]Entry, []e
 	return out, problems
 }
 
-func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
+func (s *Store) loadAll(dir string, tomb bool) ([]Entry, []error) {
 	what, ext := "state dir", recordExt
 	if tomb {
 		what, ext = "tombstone dir", tombExt
@@ -75,6 +75,8 @@ func (s *Store) loadAll(dir string, tomb bool) (out []Entry, problems []error) {
 	if err != nil {
 		return nil, []error{err}
 	}
+	var out []Entry
+	var problems []error
 	for _, de := range ents {
 		switch e, err := s.loadEntry(dir, de, tomb); {
 		case err != nil:

@@ -90,7 +90,10 @@ func TestLeftoverSweepNeverBreaksTheLock(t *testing.T) {
 					return
 				}
 				n := inside.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				for m := most.Load(); n > m; m = most.Load() {
+					if most.CompareAndSwap(m, n) {
+						break
+					}
 				}
 				time.Sleep(50 * time.Microsecond)
 				inside.Add(-1)

@@ -14,16 +14,19 @@ import (
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 )
 
-// within fails the test when fn has not returned after d. A reader blocked
-// on one of fifos is then released (a writer opens it), so that the test
-// binary can go on.
-func within(t *testing.T, what string, d time.Duration, fifos []string, fn func()) {
+// hangAfter is how long a call may take before it counts as hung.
+const hangAfter = 2 * time.Second
+
+// within fails the test when fn has not returned after hangAfter. A reader
+// blocked on one of fifos is then released (a writer opens it), so that the
+// test binary can go on.
+func within(t *testing.T, what string, fifos []string, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { defer close(done); fn() }()
 	select {
 	case <-done:
-	case <-time.After(d):
+	case <-time.After(hangAfter):
 		for _, f := range fifos {
 			if fd, err := unix.Open(f, unix.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
 				unix.Close(fd)
@@ -77,7 +80,7 @@ func TestLoadNeverReadsANonRegularFile(t *testing.T) {
 		name := c.name
 		c.plant()
 		var r *record.Record
-		within(t, "Load of a "+name, 2*time.Second, []string{path}, func() { r, err = s.Load(k) })
+		within(t, "Load of a "+name, []string{path}, func() { r, err = s.Load(k) })
 		d := discardOf(t, name, err)
 		if r != nil || d.Kind != NotRegular || !strings.Contains(d.Reason, name) || d.MovedTo == "" {
 			t.Fatalf("Load of a %s = %v, %v; want it discarded as %s and moved aside", name, r, err, NotRegular)
@@ -100,7 +103,7 @@ func TestWalksNeverBlockOnAFIFO(t *testing.T) {
 	mkfifo(t, rec)
 	mkfifo(t, tomb)
 	var problems []error
-	within(t, "Entries", 2*time.Second, []string{rec, tomb}, func() { _, _, problems = s.Entries() })
+	within(t, "Entries", []string{rec, tomb}, func() { _, _, problems = s.Entries() })
 	if len(problems) != 2 {
 		t.Fatalf("Entries problems %v; want both FIFOs reported", problems)
 	}
@@ -110,7 +113,7 @@ func TestWalksNeverBlockOnAFIFO(t *testing.T) {
 		}
 	}
 	mkfifo(t, tomb)
-	within(t, "SweepWindow", 2*time.Second, []string{tomb}, func() {
+	within(t, "SweepWindow", []string{tomb}, func() {
 		_, problems = s.SweepWindow(0, 8, func(int) int { return 0 })
 	})
 	if len(problems) != 1 || discardOf(t, "SweepWindow", problems[0]).Kind != NotRegular {
@@ -138,7 +141,7 @@ func TestLockRefusesANonRegularLockFile(t *testing.T) {
 		name := c.name
 		c.plant()
 		var l *Lock
-		within(t, "Lock on a "+name, 2*time.Second, []string{path}, func() { l, err = s.Lock(k, time.Second) })
+		within(t, "Lock on a "+name, []string{path}, func() { l, err = s.Lock(k, time.Second) })
 		if l != nil {
 			l.Release(false)
 		}

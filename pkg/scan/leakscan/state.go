@@ -81,7 +81,9 @@ const (
 
 // storeProblems splits what the store met while listing into discarded
 // files, every one of them reported, and other warnings.
-func storeProblems(problems []error) (discarded []Discarded, warnings []string) {
+func storeProblems(problems []error) ([]Discarded, []string) {
+	var discarded []Discarded
+	var warnings []string
 	for _, p := range problems {
 		var d *store.DiscardedError
 		if !errors.As(p, &d) {
