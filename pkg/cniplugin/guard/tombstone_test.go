@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
@@ -37,7 +38,7 @@ func TestDelAliveKeepsTombstoneAndSweepsBounded(t *testing.T) {
 		r := f.loadRecordOrTemplate()
 		r.ContainerID = "gone-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
 		r.HostLinks = []podlink.Identity{{Name: "gone", Index: 1 << 30, MAC: "02:00:00:00:00:01", Kind: "veth", NetNSID: 1, PeerIndex: 2}}
-		if _, err := st.SaveTombstone(r); err != nil {
+		if _, err := saveTombstone(t, st, r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -71,7 +72,7 @@ func TestSweepGetsPastTombstonesWithLinks(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		r := *live
 		r.ContainerID = fmt.Sprintf("old-%d", i)
-		if _, err := st.SaveTombstone(&r); err != nil {
+		if _, err := saveTombstone(t, st, &r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -79,7 +80,7 @@ func TestSweepGetsPastTombstonesWithLinks(t *testing.T) {
 		r := *live
 		r.ContainerID = fmt.Sprintf("gone-%d", i)
 		r.HostLinks = []podlink.Identity{{Name: "gone", Index: 1 << 30, MAC: "02:00:00:00:00:09", Kind: "veth", NetNSID: 3, PeerIndex: 2}}
-		if _, err := st.SaveTombstone(&r); err != nil {
+		if _, err := saveTombstone(t, st, &r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,4 +108,19 @@ func tombstones(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// saveTombstone writes r as a tombstone the way DEL does: save the record,
+// then, under its lock, move it to the tombstone dir.
+func saveTombstone(t *testing.T, st *store.Store, r *record.Record) (string, error) {
+	t.Helper()
+	if err := st.Save(r); err != nil {
+		return "", err
+	}
+	l, err := st.Lock(r.Key, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer l.Release(false)
+	return st.Tombstone(r.Key)
 }

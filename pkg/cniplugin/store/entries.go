@@ -198,18 +198,6 @@ func (s *Store) Tombstone(k record.Key) (string, error) {
 	return path, nil
 }
 
-// SaveTombstone writes r as a new tombstone (for tools and tests; DEL uses
-// Tombstone, which moves the live record instead).
-func (s *Store) SaveTombstone(r *record.Record) (string, error) {
-	if err := s.makeTombDir(); err != nil {
-		return "", err
-	}
-	t := *r
-	t.Pin, t.TombstonedAt = nil, nil
-	path := s.tombPath(r.Key)
-	return path, s.writeAtomic(path, &t, "")
-}
-
 // asTombstone marks a record loaded from the tombstone dir: its time comes
 // from the file name, and a pin it named is gone (DEL removed it).
 func asTombstone(r *record.Record, name string) {
