@@ -76,8 +76,9 @@ func (f *fixture) sibling() *fixture {
 }
 
 // attach wires eth0 in pod to a host veth named hostName (random if empty).
-func (f *fixture) attach(pod ns.NetNS, hostName string) (host, cont net.Interface) {
+func (f *fixture) attach(pod ns.NetNS, hostName string) (net.Interface, net.Interface) {
 	f.t.Helper()
+	var host, cont net.Interface
 	err := pod.Do(func(ns.NetNS) error {
 		var err error
 		if hostName == "" {

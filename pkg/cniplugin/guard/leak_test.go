@@ -5,7 +5,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/leakguard/leakguard/test/nsutil"
@@ -134,14 +133,4 @@ func TestDelNetnsPathGoneCases(t *testing.T) {
 			}
 		}
 	})
-}
-
-func mustGetNS(t *testing.T, path string) ns.NetNS {
-	t.Helper()
-	n, err := ns.GetNS(path)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
 }

@@ -56,7 +56,7 @@ func (f *fixture) pinFixture() string {
 	// Pinning makes the pin dir a mount point; undo it before TempDir's
 	// removal (cleanups run last-registered first).
 	f.t.Cleanup(func() {
-		for unix.Unmount(dir, unix.MNT_DETACH) == nil {
+		for unix.Unmount(dir, unix.MNT_DETACH) == nil { //nolint:revive // peel every stacked mount
 		}
 	})
 	return dir
@@ -243,7 +243,7 @@ func TestGCLeavesPinsOfASharedPinDir(t *testing.T) {
 	f.pinFixture()
 	shared := filepath.Join(t.TempDir(), "shared-pins")
 	t.Cleanup(func() {
-		for unix.Unmount(shared, unix.MNT_DETACH) == nil {
+		for unix.Unmount(shared, unix.MNT_DETACH) == nil { //nolint:revive // peel every stacked mount
 		}
 	})
 	f.extra = map[string]any{"pinNetns": true, "pinDir": shared}

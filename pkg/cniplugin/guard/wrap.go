@@ -123,7 +123,7 @@ func joinErrors(delegateErr, ownErr error) error {
 	case ownErr == nil:
 		return delegateErr
 	}
-	code := uint(types.ErrInternal)
+	var code uint = types.ErrInternal
 	var e *types.Error
 	if errors.As(delegateErr, &e) || errors.As(ownErr, &e) {
 		code = e.Code

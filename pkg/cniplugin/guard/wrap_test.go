@@ -117,8 +117,8 @@ func (f *fixture) wrapAdd(v string, extra map[string]any) ([]byte, error) {
 	return f.tryAdd(f.args(f.podPath, f.conf(v, nil, extra)))
 }
 
-func (f *fixture) wrapDel(netns, v string, extra map[string]any) error {
-	a := f.args(netns, f.conf(v, nil, extra))
+func (f *fixture) wrapDel(netns, v string) error {
+	a := f.args(netns, f.conf(v, nil, nil))
 	return f.node.Do(func(ns.NetNS) error {
 		return testutils.CmdDelWithArgs(a, func() error { return f.plugin.Del(a) })
 	})
@@ -169,7 +169,7 @@ func TestWrapperDelChoosesTheDelegatesNetns(t *testing.T) {
 		if _, err := f.wrapAdd("1.0.0", nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.wrapDel(f.podPath, "1.0.0", nil); err != nil {
+		if err := f.wrapDel(f.podPath, "1.0.0"); err != nil {
 			t.Fatal(err)
 		}
 		if c := lastCall(t, dir, "DEL"); c.Netns != f.podPath {
@@ -188,7 +188,7 @@ func TestWrapperDelChoosesTheDelegatesNetns(t *testing.T) {
 		}
 		pin := f.loadRecord().Pin
 		nsutil.LeakBySocket(t, f.pod)
-		if err := f.wrapDel(f.podPath, "1.1.0", nil); err != nil {
+		if err := f.wrapDel(f.podPath, "1.1.0"); err != nil {
 			t.Fatal(err)
 		}
 		if c := lastCall(t, dir, "DEL"); pin == nil || c.Netns != pin.Path {
@@ -207,7 +207,7 @@ func TestWrapperDelChoosesTheDelegatesNetns(t *testing.T) {
 		if err := os.WriteFile(f.podPath, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.wrapDel(f.podPath, "1.0.0", nil); err != nil {
+		if err := f.wrapDel(f.podPath, "1.0.0"); err != nil {
 			t.Fatal(err)
 		}
 		if c := lastCall(t, dir, "DEL"); c.Netns != "" {
@@ -218,7 +218,7 @@ func TestWrapperDelChoosesTheDelegatesNetns(t *testing.T) {
 	t.Run("no record", func(t *testing.T) {
 		f := newFixture(t)
 		dir := f.wrapper(t)
-		if err := f.wrapDel(f.podPath, "1.0.0", nil); err != nil {
+		if err := f.wrapDel(f.podPath, "1.0.0"); err != nil {
 			t.Fatal(err)
 		}
 		if c := lastCall(t, dir, "DEL"); c.Netns != f.podPath {
@@ -228,7 +228,7 @@ func TestWrapperDelChoosesTheDelegatesNetns(t *testing.T) {
 		if err := os.WriteFile(leftover, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.wrapDel(leftover, "1.0.0", nil); err != nil {
+		if err := f.wrapDel(leftover, "1.0.0"); err != nil {
 			t.Fatal(err)
 		}
 		if c := lastCall(t, dir, "DEL"); c.Netns != "" {
@@ -251,7 +251,7 @@ func TestWrapperDelegateDelFailureKeepsRecordForRetry(t *testing.T) {
 	if err := os.WriteFile(failFlag, []byte("ipam store busy"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := f.wrapDel(f.podPath, "1.0.0", nil)
+	err := f.wrapDel(f.podPath, "1.0.0")
 	var e *types.Error
 	if !errors.As(err, &e) || e.Code != types.ErrTryAgainLater || !strings.Contains(e.Msg, "ipam store busy") {
 		t.Fatalf("DEL = %v; want the delegate's error (code 11)", err)
@@ -263,7 +263,7 @@ func TestWrapperDelegateDelFailureKeepsRecordForRetry(t *testing.T) {
 	if err := os.Remove(failFlag); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.wrapDel(f.podPath, "1.0.0", nil); err != nil {
+	if err := f.wrapDel(f.podPath, "1.0.0"); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
 	dels := 0
@@ -291,7 +291,7 @@ func TestWrapperDelUsesRecordedDelegate(t *testing.T) {
 			if del == nil {
 				delete(f.extra, "delegate")
 			}
-			if err := f.wrapDel(f.podPath, "1.0.0", nil); err != nil {
+			if err := f.wrapDel(f.podPath, "1.0.0"); err != nil {
 				t.Fatal(err)
 			}
 			c := lastCall(t, dir, "DEL")
@@ -467,7 +467,7 @@ func TestWrapperEvacuatesDoomedNetns(t *testing.T) {
 	if _, err := f.wrapAdd("1.1.0", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.wrapDel(f.podPath, "1.1.0", nil); err != nil {
+	if err := f.wrapDel(f.podPath, "1.1.0"); err != nil {
 		t.Fatal(err)
 	}
 	if l := f.nodeLink("lgt-eni9"); l == nil {

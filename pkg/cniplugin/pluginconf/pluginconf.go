@@ -58,11 +58,11 @@ type Config struct {
 // GCList returns the attachments a GC call says are still valid, and
 // whether a list was given at all (an absent or null list is not an empty
 // one: without a list nothing may be presumed stale).
-func (c *Config) GCList() (valid map[types.GCAttachment]bool, given bool) {
+func (c *Config) GCList() (map[types.GCAttachment]bool, bool) {
 	if c.ValidAttachments == nil && c.LegacyAttachments == nil {
 		return nil, false
 	}
-	valid = map[types.GCAttachment]bool{}
+	valid := map[types.GCAttachment]bool{}
 	for _, a := range append(c.ValidAttachments, c.LegacyAttachments...) {
 		valid[a] = true
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -135,7 +136,7 @@ func TestRemains(t *testing.T) {
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-remains"}}); err != nil {
 			t.Fatal(err)
 		}
-		l, err := netlink.LinkByName("br-remains")
+		l, err := netlinksafe.LinkByName("br-remains")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -92,10 +92,11 @@ func Remains(h *netlink.Handle, links []Identity) (bool, error) {
 // Deleting a veth also deletes its peer, even inside an unreachable netns.
 // A link that is already gone is not an error; a mismatch is returned as
 // *MismatchError and nothing is deleted.
-func Reap(id Identity) (deleted bool, err error) { return ReapWith(nil, id) }
+func Reap(id Identity) (bool, error) { return ReapWith(nil, id) }
 
-// ReapWith is Reap through a reusable netlink handle (nil: a socket per call).
-func ReapWith(h *netlink.Handle, id Identity) (deleted bool, err error) {
+// ReapWith is Reap through a reusable netlink handle (nil: a socket per
+// call). It reports whether it deleted the link.
+func ReapWith(h *netlink.Handle, id Identity) (bool, error) {
 	l, err := VerifyWith(h, id)
 	if errors.Is(err, ErrGone) {
 		return false, nil

@@ -37,7 +37,11 @@ func (n *node) do(f func() error) {
 func (n *node) snapshot(ips ...string) State {
 	n.t.Helper()
 	var st State
-	n.do(func() (err error) { st, err = Snapshot(ips); return err })
+	n.do(func() error {
+		var err error
+		st, err = Snapshot(ips)
+		return err
+	})
 	return st
 }
 

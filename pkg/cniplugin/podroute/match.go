@@ -267,7 +267,10 @@ func parseCIDR(s string) (*net.IPNet, error) {
 	return n, nil
 }
 
-func parseRange(s string, bits int) (lo, hi uint64, err error) {
+// parseRange parses "lo-hi".
+func parseRange(s string, bits int) (uint64, uint64, error) {
+	var lo, hi uint64
+	var err error
 	a, b, ok := strings.Cut(s, "-")
 	if ok {
 		if lo, err = strconv.ParseUint(a, 10, bits); err == nil {

@@ -38,8 +38,8 @@ func Reap(recorded State, claimed func(ip string) bool) (Report, error) {
 // of the rules and routes per family for all of them. reports[i] belongs to
 // recorded[i]. If the dump fails nothing is touched and the reports are
 // empty.
-func ReapMany(recorded []State, claimed func(ip string) bool) (reports []Report, err error) {
-	reports = make([]Report, len(recorded))
+func ReapMany(recorded []State, claimed func(ip string) bool) ([]Report, error) {
+	reports := make([]Report, len(recorded))
 	if claimed == nil {
 		claimed = func(string) bool { return false }
 	}

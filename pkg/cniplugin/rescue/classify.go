@@ -10,10 +10,10 @@ import "github.com/vishvananda/netlink"
 // created through rtnetlink, possibly inside the pod, and must never be
 // pushed onto the host; the kernel itself destroys such devices with their
 // netns, while it returns kind-less ones to the initial netns.
-// hostName is the device's name on the host: its alias when set (the
-// host-device convention: the host name is saved there on the way in), else
-// its current name.
-func Classify(l netlink.Link) (moved bool, hostName string) {
+// It returns whether the device is a moved one and, if so, its name on the
+// host: its alias when set (the host-device convention: the host name is
+// saved there on the way in), else its current name.
+func Classify(l netlink.Link) (bool, string) {
 	if l.Type() != "device" {
 		return false, ""
 	}
