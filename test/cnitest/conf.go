@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
@@ -25,6 +26,9 @@ type ConfOptions struct {
 	WithoutLeakguard bool
 	// PinNetns, when set, replaces leakguard's pinNetns.
 	PinNetns *bool
+	// AsList writes a .conf as the one-element .conflist libcni turns it
+	// into when it loads it (Podman 4 reads only .conflist files).
+	AsList bool
 	// Main, when set, is merged into the main plugin's config: the first
 	// plugin of a chain that is not leakguard, or a wrapper's delegate.
 	Main map[string]any
@@ -136,11 +140,19 @@ func WriteConf(src, dir string, opts ConfOptions) (*ConfList, error) {
 		obj["plugins"] = kept
 	}
 
+	dst := filepath.Join(dir, filepath.Base(src))
+	if list.Single && opts.AsList {
+		plugin := map[string]any{}
+		merge(plugin, obj)
+		delete(plugin, "name")
+		delete(plugin, "cniVersion")
+		obj = map[string]any{"cniVersion": obj["cniVersion"], "name": obj["name"], "plugins": []any{plugin}}
+		dst = strings.TrimSuffix(dst, filepath.Ext(dst)) + ".conflist"
+	}
 	out, err := json.MarshalIndent(obj, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	dst := filepath.Join(dir, filepath.Base(src))
 	if err := os.WriteFile(dst, out, 0o644); err != nil {
 		return nil, err
 	}

@@ -134,6 +134,7 @@ type envOptions struct {
 	withoutGuard bool
 	pin          *bool          // leakguard's pinNetns, when set
 	main         map[string]any // merged into the main plugin's config
+	asList       bool           // a .conf copied as the one-element .conflist libcni makes of it
 }
 
 func newEnv(t *testing.T, c chain, version string, withLeakguard bool) *env {
@@ -175,6 +176,7 @@ func newEnvWith(t *testing.T, c chain, o envOptions) *env {
 		WithoutLeakguard: o.withoutGuard,
 		PinNetns:         o.pin,
 		Main:             o.main,
+		AsList:           o.asList,
 	})
 	if err != nil {
 		t.Fatal(err)

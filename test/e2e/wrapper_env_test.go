@@ -32,6 +32,9 @@ var wrappedChains = []chain{
 
 func boolPtr(b bool) *bool { return &b }
 
+// id is the pod's container ID, as cnitool derives it.
+func (p *pod) id() string { return cnitest.ContainerID(p.path) }
+
 // podIP is the pod's first address from its ADD result.
 func (p *pod) podIP() net.IP { return p.result.IPs[0].Address.IP }
 
@@ -52,7 +55,9 @@ var natChainRE = regexp.MustCompile(`(?:-A|-j) (CNI-[0-9a-f]+)`)
 // belong to the pod: the rules carrying its container ID (bridge's and ptp's
 // masquerade, commented `id: "<containerID>"`) and the declaration of every
 // CNI-<hash> chain they use.
-func (e *env) natRules(p *pod) []string {
+func (e *env) natRules(p *pod) []string { return e.natRulesOf(p.id()) }
+
+func (e *env) natRulesOf(containerID string) []string {
 	e.t.Helper()
 	cmd := exec.Command("nsenter", "--net="+e.node.Path(), "--", "iptables", "-w", "-t", "nat", "-S")
 	var stderr bytes.Buffer
@@ -62,7 +67,7 @@ func (e *env) natRules(p *pod) []string {
 		e.t.Fatalf("iptables -t nat -S in the node netns: %v: %s", err, stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	id := `id: \"` + cnitest.ContainerID(p.path) + `\"`
+	id := `id: \"` + containerID + `\"`
 	chains := map[string]bool{}
 	var mine []string
 	for _, l := range lines {
@@ -122,7 +127,9 @@ func (e *env) pinsLeft() []string {
 
 // stateFiles lists the state dir's files (records, tombstones) naming the
 // pod's container ID.
-func (e *env) stateFiles(p *pod) []string {
+func (e *env) stateFiles(p *pod) []string { return e.stateFilesOf(p.id()) }
+
+func (e *env) stateFilesOf(containerID string) []string {
 	e.t.Helper()
 	ents, err := os.ReadDir(e.stateDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -134,7 +141,7 @@ func (e *env) stateFiles(p *pod) []string {
 	var out []string
 	for _, ent := range ents {
 		if ent.Type().IsRegular() && !strings.HasSuffix(ent.Name(), ".lock") &&
-			strings.Contains(ent.Name(), cnitest.ContainerID(p.path)) {
+			strings.Contains(ent.Name(), containerID) {
 			out = append(out, ent.Name())
 		}
 	}
@@ -142,7 +149,9 @@ func (e *env) stateFiles(p *pod) []string {
 }
 
 // logged returns leakguard's log entries about the pod for verb with msg.
-func (e *env) logged(p *pod, verb, msg string) []map[string]any {
+func (e *env) logged(p *pod, verb, msg string) []map[string]any { return e.loggedOf(p.id(), verb, msg) }
+
+func (e *env) loggedOf(containerID, verb, msg string) []map[string]any {
 	e.t.Helper()
 	raw, err := os.ReadFile(e.logFile)
 	if err != nil {
@@ -154,7 +163,7 @@ func (e *env) logged(p *pod, verb, msg string) []map[string]any {
 		if json.Unmarshal(line, &m) != nil {
 			continue
 		}
-		if m["cmd"] == verb && m["msg"] == msg && m["containerID"] == cnitest.ContainerID(p.path) {
+		if m["cmd"] == verb && m["msg"] == msg && m["containerID"] == containerID {
 			out = append(out, m)
 		}
 	}
@@ -177,8 +186,10 @@ func (e *env) assertDelegateDel(p *pod, runsBefore int, netns string) {
 }
 
 // pinPath is where leakguard pins the pod's netns (the default layout).
-func (e *env) pinPath(p *pod, ifname string) string {
-	return filepath.Join(e.pinDir, e.network+"_"+cnitest.ContainerID(p.path)+"_"+ifname)
+func (e *env) pinPath(p *pod, ifname string) string { return e.pinPathOf(p.id(), ifname) }
+
+func (e *env) pinPathOf(containerID, ifname string) string {
+	return filepath.Join(e.pinDir, e.network+"_"+containerID+"_"+ifname)
 }
 
 // assertPinned checks the pod's netns is pinned at its pin path.
