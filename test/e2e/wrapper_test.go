@@ -319,49 +319,95 @@ func TestWrappedLeftoverFile(t *testing.T) {
 // and is not a netns, before its IPAM release; the IP stays allocated and
 // every retry fails the same way, until the file goes.
 func TestChainedLeftoverFile(t *testing.T) {
-	e := newEnv(t, chains[0], "1.1.0", true)
-	a := e.newPod(0)
-	e.add(a)
-	before := e.nodeLinks()
-	e.leak(a)
-	leaveLeftover(t, a.path)
-	for try := range 2 {
-		_, err := e.run("del", a)
-		if err == nil || !strings.Contains(err.Error(), `type="bridge"`) || strings.Contains(err.Error(), `type="leakguard"`) {
-			t.Fatalf("DEL %d: want bridge's own failure on the leftover file, got %v", try, err)
-		}
-		t.Logf("DEL %d: %v", try, err)
-		e.assertOnlyGone(before, a.host.Attrs().Index)
-		if !e.ipHeld(a.podIP()) {
-			t.Fatalf("bridge released %s despite failing: the chained outcome changed, update README", a.podIP())
-		}
-	}
-	if e.podHasEth0(a) {
-		t.Errorf("leakguard did not reap the leaked pod's veth")
-	}
-	if err := os.Remove(a.path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.run("del", a); err != nil {
-		t.Fatalf("DEL once the leftover file is gone: %v", err)
-	}
-	if e.ipHeld(a.podIP()) {
-		t.Errorf("host-local still holds %s once the path is gone", a.podIP())
+	for _, pinned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pin=%v", pinned), func(t *testing.T) {
+			e := newEnvWith(t, chains[0], envOptions{version: "1.1.0", pin: boolPtr(pinned)})
+			a := e.newPod(0)
+			e.add(a)
+			before := e.nodeLinks()
+			e.leak(a)
+			leaveLeftover(t, a.path)
+			for try := range 2 {
+				_, err := e.run("del", a)
+				if err == nil || !strings.Contains(err.Error(), `type="bridge"`) || strings.Contains(err.Error(), `type="leakguard"`) {
+					t.Fatalf("DEL %d: want bridge's own failure on the leftover file, got %v", try, err)
+				}
+				t.Logf("DEL %d: %v", try, err)
+				e.assertOnlyGone(before, a.host.Attrs().Index)
+				if !e.ipHeld(a.podIP()) {
+					t.Fatalf("bridge released %s despite failing: the chained outcome changed, update README", a.podIP())
+				}
+			}
+			if e.podHasEth0(a) {
+				t.Errorf("leakguard did not remove the leaked pod's veth")
+			}
+			if left := e.pinsLeft(); len(left) != 0 {
+				t.Errorf("pins left: %v", left)
+			}
+			if err := os.Remove(a.path); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.run("del", a); err != nil {
+				t.Fatalf("DEL once the leftover file is gone: %v", err)
+			}
+			if e.ipHeld(a.podIP()) {
+				t.Errorf("host-local still holds %s once the path is gone", a.podIP())
+			}
+		})
 	}
 }
 
 // TestChainedLeakMasquerade documents what chained mode leaves of bridge's
-// masquerade when the netns is gone, with and without a pin: leakguard runs
-// first and removes the pod's interfaces (reaping the host veth, or from
-// inside through the pin), then bridge's DEL finds no netns at the path and
-// releases the IP only: its masquerade chain for the pod stays.
+// and ptp's masquerade (ipMasq on) when the netns is gone, with and without
+// a pin: leakguard runs first and removes the pod's interfaces (reaping the
+// host veth, or from inside through the pin), then the main plugin's DEL
+// finds no netns at the path and releases the IP only: its masquerade chain
+// for the pod stays.
 func TestChainedLeakMasquerade(t *testing.T) {
-	for _, pinned := range []bool{true, false} {
-		t.Run(fmt.Sprintf("pin=%v", pinned), func(t *testing.T) {
-			e := newEnvWith(t, chains[0], envOptions{version: "1.1.0", pin: boolPtr(pinned), main: map[string]any{"ipMasq": true}})
+	for _, c := range chains[:2] {
+		for _, pinned := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/pin=%v", c.name, pinned), func(t *testing.T) {
+				e := newEnvWith(t, c, envOptions{version: "1.1.0", pin: boolPtr(pinned), main: map[string]any{"ipMasq": true}})
+				a := e.newPod(0)
+				e.add(a)
+				e.assertMasquerade(a)
+				before := e.nodeLinks()
+				e.leak(a)
+				if _, err := e.run("del", a); err != nil {
+					t.Fatalf("DEL: %v", err)
+				}
+				e.assertOnlyGone(before, a.host.Attrs().Index)
+				if e.podHasEth0(a) {
+					t.Errorf("pod eth0 still alive inside the leaked netns")
+				}
+				if e.ipHeld(a.podIP()) {
+					t.Errorf("host-local still holds %s", a.podIP())
+				}
+				rules := e.natRules(a)
+				if len(rules) == 0 {
+					t.Fatalf("chained mode removed the masquerade chain: README's table is wrong")
+				}
+				t.Logf("chained, pin=%v, left behind (expected):\n%s", pinned, strings.Join(rules, "\n"))
+				if left := e.pinsLeft(); len(left) != 0 {
+					t.Errorf("pins left: %v", left)
+				}
+			})
+		}
+	}
+}
+
+// TestChainedLeakPinned: chained mode with pinNetns, netns leaked: leakguard
+// (first in the chain's DEL) deletes the pod's interfaces from inside
+// through the pin (the host veth goes with them) and reaps tke-eni's
+// recorded rules and route; the main plugin's DEL then finds no netns and
+// releases the IP (host-local) or does nothing (tke-eni). DEL succeeds.
+func TestChainedLeakPinned(t *testing.T) {
+	for _, c := range chains {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnvWith(t, c, envOptions{version: "1.1.0", pin: boolPtr(true)})
 			a := e.newPod(0)
 			e.add(a)
-			e.assertMasquerade(a)
+			e.assertPinned(a)
 			before := e.nodeLinks()
 			e.leak(a)
 			if _, err := e.run("del", a); err != nil {
@@ -371,16 +417,23 @@ func TestChainedLeakMasquerade(t *testing.T) {
 			if e.podHasEth0(a) {
 				t.Errorf("pod eth0 still alive inside the leaked netns")
 			}
-			if e.ipHeld(a.podIP()) {
+			if len(e.logged(a, "DEL", "deleted pod interface from inside the leaked netns")) != 1 {
+				t.Errorf("leakguard did not delete eth0 from inside through the pin")
+			}
+			if c.hostLocal && e.ipHeld(a.podIP()) {
 				t.Errorf("host-local still holds %s", a.podIP())
 			}
-			rules := e.natRules(a)
-			if len(rules) == 0 {
-				t.Fatalf("chained mode removed the masquerade chain: README's table is wrong")
+			if c.podOwnedRules {
+				if rules, routes := e.podRulesAndRoutes(tkePodIP(a.i)); len(rules)+len(routes) != 0 {
+					t.Errorf("rules/routes left: %s; %s", describe(rules), describe(routes))
+				}
+				e.assertENITableRoute()
 			}
-			t.Logf("chained, pin=%v, left behind (expected):\n%s", pinned, strings.Join(rules, "\n"))
 			if left := e.pinsLeft(); len(left) != 0 {
 				t.Errorf("pins left: %v", left)
+			}
+			if left := e.stateFiles(a); len(left) != 0 {
+				t.Errorf("state left: %v", left)
 			}
 		})
 	}
