@@ -8,9 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/leakguard/leakguard/test/cnitest"
+	"github.com/leakguard/leakguard/test/nsutil"
 )
 
 // TestWrappedExampleConfs: the wrapper examples of conf/ are single .conf
@@ -446,4 +452,64 @@ func leaveLeftover(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.Remove(path) })
+}
+
+// TestWrappedPathReused: after the leak another live netns is mounted at the
+// pod's old path, holding an eth0 of its own. Chained, the main plugin gets
+// that path from the runtime (TestLeakPathReused); wrapped, leakguard hands
+// the main plugin the pin or no netns at all, never the path, so bridge's
+// DEL cannot delete the other netns's eth0. DEL succeeds, the leaked pod is
+// cleaned up, the other netns is untouched.
+func TestWrappedPathReused(t *testing.T) {
+	c := wrappedChains[0]
+	for _, pinned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pin=%v", pinned), func(t *testing.T) {
+			e := newEnvWith(t, c, envOptions{version: "1.1.0", pin: boolPtr(pinned)})
+			a := e.newPod(0)
+			e.add(a)
+			before := e.nodeLinks()
+			e.leak(a)
+
+			other := nsutil.NewNS(t)
+			oh, err := netlinksafe.NewHandleAt(netns.NsHandle(other.Fd()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer oh.Close()
+			attrs := netlink.NewLinkAttrs()
+			attrs.Name = "eth0"
+			if err := oh.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "eth1"}); err != nil {
+				t.Fatalf("create eth0 in the other netns: %v", err)
+			}
+			otherBefore := linkSet(t, oh)
+			leaveLeftover(t, a.path)
+			if err := unix.Mount(other.Path(), a.path, "none", unix.MS_BIND, ""); err != nil {
+				t.Fatalf("mount the other netns at %s: %v", a.path, err)
+			}
+			t.Cleanup(func() { _ = unix.Unmount(a.path, unix.MNT_DETACH) })
+
+			runs := len(e.logged(a, "DEL", "main plugin's DEL done"))
+			if _, err := e.run("del", a); err != nil {
+				t.Fatalf("DEL with another netns at the path: %v", err)
+			}
+			wantNetns := ""
+			if pinned {
+				wantNetns = e.pinPath(a, "eth0")
+			}
+			e.assertDelegateDel(a, runs, wantNetns)
+			if got := linkSet(t, oh); fmt.Sprint(got) != fmt.Sprint(otherBefore) {
+				t.Errorf("links of the netns now at the path changed: %v -> %v", otherBefore, got)
+			}
+			e.assertOnlyGone(before, a.host.Attrs().Index)
+			if e.podHasEth0(a) {
+				t.Errorf("pod A eth0 still alive inside the leaked netns")
+			}
+			if e.ipHeld(a.podIP()) {
+				t.Errorf("host-local still holds %s", a.podIP())
+			}
+			if left := e.pinsLeft(); len(left) != 0 {
+				t.Errorf("pins left: %v", left)
+			}
+		})
+	}
 }
