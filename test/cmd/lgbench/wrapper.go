@@ -169,10 +169,30 @@ func (r *wrapperResults) report(t *table, o options) {
 				t.row(verb+" chain", cs)
 				t.row(verb+" wrapper", ws)
 				t.ratio("  "+verb+" wrapper / chain", ws, cs, targetWrapperRatio)
+				t.line("  %-34s %8.2fx", "    median of per-pod ratios", pairedRatio(res[wr.label][phase], res[ch.label][phase]))
 			}
 		}
 		n := len(r.del[wr.label][phaseLeaked])
 		t.line("  leaked pods whose host veth was gone after DEL: chain %d/%d, wrapper %d/%d",
 			r.reaped[ch.label], n, r.reaped[wr.label], n)
 	}
+}
+
+// pairedRatio is the median over pods of wrapper[i] / chain[i]: pod i of
+// both ran in the same round, so drift in the machine's load (other jobs on
+// the 2 cores) cancels out better than in the ratio of the medians.
+func pairedRatio(wrapper, chained []sample) float64 {
+	n := min(len(wrapper), len(chained))
+	if n == 0 {
+		return 0
+	}
+	rs := make([]float64, n)
+	for i := range n {
+		rs[i] = ratio(wrapper[i].Wall, chained[i].Wall)
+	}
+	slices.Sort(rs)
+	if n%2 == 1 {
+		return rs[n/2]
+	}
+	return (rs[n/2-1] + rs[n/2]) / 2
 }
