@@ -184,7 +184,7 @@ func newEnvWith(t *testing.T, c chain, o envOptions) *env {
 	// Pinning makes the pin dir a mount point (bind-mounted on itself):
 	// undo it before TempDir's removal (cleanups run last-registered first).
 	t.Cleanup(func() {
-		for unix.Unmount(e.pinDir, unix.MNT_DETACH) == nil {
+		for unix.Unmount(e.pinDir, unix.MNT_DETACH) == nil { //nolint:revive // unmount every stacked mount
 		}
 	})
 	e.network, e.version = conf.Name, conf.CNIVersion

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
+	"github.com/vishvananda/netlink"
 )
 
 // standInDev is the node device host-device moves into the pod. There is no
@@ -128,7 +127,7 @@ func TestWrappedHostDevice(t *testing.T) {
 				e.assertPinned(p)
 			}
 			e.leak(p)
-			runs := len(e.logged(p, "DEL", "main plugin's DEL done"))
+			runs := len(e.logged(p, "main plugin's DEL done"))
 			if _, err := e.run("del", p); err != nil {
 				t.Fatalf("DEL with the netns path gone: %v", err)
 			}
@@ -143,7 +142,7 @@ func TestWrappedHostDevice(t *testing.T) {
 				t.Logf("without a pin, %s stays in the leaked netns as eth0 (expected)", standInDev)
 				return
 			}
-			e.assertDelegateDel(p, runs, e.pinPath(p, "eth0"))
+			e.assertDelegateDel(p, runs, e.pinPath(p))
 			e.assertDeviceHome(mac)
 			if e.podHasEth0(p) {
 				t.Errorf("eth0 still in the leaked netns")

@@ -148,9 +148,10 @@ func (e *env) stateFilesOf(containerID string) []string {
 	return out
 }
 
-// logged returns leakguard's log entries about the pod for verb with msg.
-func (e *env) logged(p *pod, verb, msg string) []map[string]any { return e.loggedOf(p.id(), verb, msg) }
+// logged returns leakguard's DEL log entries about the pod with msg.
+func (e *env) logged(p *pod, msg string) []map[string]any { return e.loggedOf(p.id(), "DEL", msg) }
 
+// loggedOf returns leakguard's log entries about containerID for verb with msg.
 func (e *env) loggedOf(containerID, verb, msg string) []map[string]any {
 	e.t.Helper()
 	raw, err := os.ReadFile(e.logFile)
@@ -174,7 +175,7 @@ func (e *env) loggedOf(containerID, verb, msg string) []map[string]any {
 // DEL ran once more and with CNI_NETNS netns.
 func (e *env) assertDelegateDel(p *pod, runsBefore int, netns string) {
 	e.t.Helper()
-	runs := e.logged(p, "DEL", "main plugin's DEL done")
+	runs := e.logged(p, "main plugin's DEL done")
 	if len(runs) != runsBefore+1 {
 		e.t.Fatalf("want one more logged run of the main plugin's DEL, got %d after %d", len(runs), runsBefore)
 	}
@@ -185,8 +186,8 @@ func (e *env) assertDelegateDel(p *pod, runsBefore int, netns string) {
 	}
 }
 
-// pinPath is where leakguard pins the pod's netns (the default layout).
-func (e *env) pinPath(p *pod, ifname string) string { return e.pinPathOf(p.id(), ifname) }
+// pinPath is where leakguard pins the pod's eth0 netns (the default layout).
+func (e *env) pinPath(p *pod) string { return e.pinPathOf(p.id(), "eth0") }
 
 func (e *env) pinPathOf(containerID, ifname string) string {
 	return filepath.Join(e.pinDir, e.network+"_"+containerID+"_"+ifname)
@@ -195,7 +196,7 @@ func (e *env) pinPathOf(containerID, ifname string) string {
 // assertPinned checks the pod's netns is pinned at its pin path.
 func (e *env) assertPinned(p *pod) {
 	e.t.Helper()
-	if left := e.pinsLeft(); !slices.Contains(left, "mount "+e.pinPath(p, "eth0")) {
-		e.t.Fatalf("pod netns not pinned at %s; pins: %v", e.pinPath(p, "eth0"), left)
+	if left := e.pinsLeft(); !slices.Contains(left, "mount "+e.pinPath(p)) {
+		e.t.Fatalf("pod netns not pinned at %s; pins: %v", e.pinPath(p), left)
 	}
 }

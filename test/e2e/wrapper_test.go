@@ -8,12 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-
-	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/leakguard/leakguard/test/cnitest"
 	"github.com/leakguard/leakguard/test/nsutil"
@@ -102,7 +101,7 @@ func TestWrappedRoundTrip(t *testing.T) {
 					}
 				}
 				before := e.nodeLinks()
-				runs := len(e.logged(p, "DEL", "main plugin's DEL done"))
+				runs := len(e.logged(p, "main plugin's DEL done"))
 				if _, err := e.run("del", p); err != nil {
 					t.Fatalf("DEL: %v", err)
 				}
@@ -175,21 +174,21 @@ func TestWrappedLeak(t *testing.T) {
 				before := e.nodeLinks()
 
 				e.leak(a)
-				runs := len(e.logged(a, "DEL", "main plugin's DEL done"))
+				runs := len(e.logged(a, "main plugin's DEL done"))
 				if _, err := e.run("del", a); err != nil {
 					t.Fatalf("DEL with the netns path gone: %v", err)
 				}
 
 				wantNetns := ""
 				if pinned {
-					wantNetns = e.pinPath(a, "eth0")
+					wantNetns = e.pinPath(a)
 				}
 				e.assertDelegateDel(a, runs, wantNetns)
 				e.assertOnlyGone(before, a.host.Attrs().Index)
 				if e.podHasEth0(a) {
 					t.Errorf("pod A eth0 still alive inside the leaked netns")
 				}
-				reaped := len(e.logged(a, "DEL", "reaped host link of gone netns"))
+				reaped := len(e.logged(a, "reaped host link of gone netns"))
 				if pinned && reaped != 0 {
 					t.Errorf("leakguard reaped A's host veth: the main plugin's own DEL through the pin should have")
 				}
@@ -219,7 +218,7 @@ func TestWrappedLeak(t *testing.T) {
 					if len(rules)+len(routes) != 0 {
 						t.Errorf("A's rules/routes survived DEL: %s; %s", describe(rules), describe(routes))
 					}
-					reapedRouting := len(e.logged(a, "DEL", "reaped pod-IP routing state"))
+					reapedRouting := len(e.logged(a, "reaped pod-IP routing state"))
 					if pinned && reapedRouting != 0 {
 						t.Errorf("leakguard reaped A's rules: tke-eni's own DEL through the pin should have")
 					}
@@ -236,7 +235,7 @@ func TestWrappedLeak(t *testing.T) {
 				}
 				if pinned {
 					for _, l := range e.pinsLeft() {
-						if !strings.HasSuffix(l, filepath.Base(e.pinPath(b, "eth0"))) {
+						if !strings.HasSuffix(l, filepath.Base(e.pinPath(b))) {
 							t.Errorf("want only B's pin left, got %s", l)
 						}
 					}
@@ -287,13 +286,13 @@ func TestWrappedLeftoverFile(t *testing.T) {
 			before := e.nodeLinks()
 			e.leak(a)
 			leaveLeftover(t, a.path)
-			runs := len(e.logged(a, "DEL", "main plugin's DEL done"))
+			runs := len(e.logged(a, "main plugin's DEL done"))
 			if _, err := e.run("del", a); err != nil {
 				t.Fatalf("DEL with a leftover file at the netns path: %v", err)
 			}
 			wantNetns := ""
 			if pinned {
-				wantNetns = e.pinPath(a, "eth0")
+				wantNetns = e.pinPath(a)
 			}
 			e.assertDelegateDel(a, runs, wantNetns)
 			e.assertOnlyGone(before, a.host.Attrs().Index)
@@ -423,7 +422,7 @@ func TestChainedLeakPinned(t *testing.T) {
 			if e.podHasEth0(a) {
 				t.Errorf("pod eth0 still alive inside the leaked netns")
 			}
-			if len(e.logged(a, "DEL", "deleted pod interface from inside the leaked netns")) != 1 {
+			if len(e.logged(a, "deleted pod interface from inside the leaked netns")) != 1 {
 				t.Errorf("leakguard did not delete eth0 from inside through the pin")
 			}
 			if c.hostLocal && e.ipHeld(a.podIP()) {
@@ -488,13 +487,13 @@ func TestWrappedPathReused(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = unix.Unmount(a.path, unix.MNT_DETACH) })
 
-			runs := len(e.logged(a, "DEL", "main plugin's DEL done"))
+			runs := len(e.logged(a, "main plugin's DEL done"))
 			if _, err := e.run("del", a); err != nil {
 				t.Fatalf("DEL with another netns at the path: %v", err)
 			}
 			wantNetns := ""
 			if pinned {
-				wantNetns = e.pinPath(a, "eth0")
+				wantNetns = e.pinPath(a)
 			}
 			e.assertDelegateDel(a, runs, wantNetns)
 			if got := linkSet(t, oh); fmt.Sprint(got) != fmt.Sprint(otherBefore) {

@@ -107,28 +107,28 @@ func compareWrapper(o options, d nsDir) (*wrapperResults, error) {
 }
 
 // cycle is one pod through c: ADD in a fresh netns, then DEL with the netns
-// alive, or after leaking it. It returns the whole-chain samples and, for a
-// leaked pod, whether its host veth was gone after DEL.
-func (c chain) cycle(o options, d nsDir, node ns.NetNS, cid string, leaked bool) (add, del sample, reaped bool, err error) {
+// alive, or after leaking it. It returns the whole-chain samples of ADD and
+// DEL and whether the pod's host veth was gone after DEL.
+func (c chain) cycle(o options, d nsDir, node ns.NetNS, cid string, leaked bool) (sample, sample, bool, error) {
 	pod, err := d.create("pod-" + cid)
 	if err != nil {
-		return add, del, false, err
+		return sample{}, sample{}, false, err
 	}
 	path := pod.Path()
 	result, addS, err := c.add(o, node, cid, path)
 	if err != nil {
 		remove(pod)
-		return add, del, false, err
+		return sample{}, sample{}, false, err
 	}
 	hostVeth, err := hostVethOf(result, "br-"+c.net)
 	if err != nil {
 		remove(pod)
-		return add, del, false, err
+		return sample{}, sample{}, false, err
 	}
-	sock := -1
 	if leaked {
-		if sock, err = leak(pod); err != nil {
-			return add, del, false, err
+		sock, err := leak(pod)
+		if err != nil {
+			return sample{}, sample{}, false, err
 		}
 		defer unix.Close(sock)
 	}
@@ -137,8 +137,9 @@ func (c chain) cycle(o options, d nsDir, node ns.NetNS, cid string, leaked bool)
 		remove(pod)
 	}
 	if err != nil {
-		return add, del, false, err
+		return sample{}, sample{}, false, err
 	}
+	reaped := false
 	_ = node.Do(func(ns.NetNS) error {
 		reaped = !linkExists(hostVeth)
 		return nil
