@@ -161,6 +161,36 @@ func TestWrappedHostDevice(t *testing.T) {
 	}
 }
 
+// TestWrappedHostDeviceAlive: the normal lifecycle, netns alive at DEL:
+// host-device's own DEL, run by the wrapper with the runtime's netns, moves
+// the device back; leakguard keeps no record or pin.
+func TestWrappedHostDeviceAlive(t *testing.T) {
+	c := chain{name: "host-device", file: hostDeviceConf(t, true)}
+	e := newEnvWith(t, c, envOptions{pin: boolPtr(true)})
+	mac := e.addStandIn()
+	p := e.newPod(0)
+	e.addDevice(p, mac)
+	e.assertPinned(p)
+	if _, err := e.run("check", p); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	runs := len(e.logged(p, "main plugin's DEL done"))
+	if _, err := e.run("del", p); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	e.assertDelegateDel(p, runs, p.path)
+	e.assertDeviceHome(mac)
+	if e.podHasEth0(p) {
+		t.Errorf("eth0 still in the pod netns")
+	}
+	if left := e.stateFiles(p); len(left) != 0 {
+		t.Errorf("state left: %v", left)
+	}
+	if left := e.pinsLeft(); len(left) != 0 {
+		t.Errorf("pins left: %v", left)
+	}
+}
+
 // TestChainedHostDevice documents chained mode with host-device when the
 // netns path is gone: host-device's DEL fails when it cannot open CNI_NETNS
 // (it tolerates only an empty one), so the whole DEL fails on every retry,
