@@ -9,7 +9,8 @@ plugins=${PLUGINS_VERSION:-v1.10.0}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 stamp="$dir/.versions"
-want="cni=$cni plugins=$plugins static"
+pkgs="main/bridge main/ptp main/dummy main/host-device ipam/host-local meta/tuning meta/portmap"
+want="cni=$cni plugins=$plugins static: $pkgs"
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
 	exit 0
 fi
@@ -17,7 +18,7 @@ fi
 # Built as releases are: static (CGO_ENABLED=0), stripped.
 export GOBIN=$dir GOFLAGS=-mod=mod CGO_ENABLED=0
 go install -trimpath -ldflags='-s -w' "github.com/containernetworking/cni/cnitool@$cni"
-for p in main/bridge main/ptp main/dummy ipam/host-local meta/tuning meta/portmap; do
+for p in $pkgs; do
 	go install -trimpath -ldflags='-s -w' "github.com/containernetworking/plugins/plugins/$p@$plugins"
 done
 echo "$want" >"$stamp"

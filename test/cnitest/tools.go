@@ -96,6 +96,7 @@ func FindTools(scratch string) (Tools, error) {
 		filepath.Join(tools.CNIBin, "bridge"),
 		filepath.Join(tools.CNIBin, "ptp"),
 		filepath.Join(tools.CNIBin, "host-local"),
+		filepath.Join(tools.CNIBin, "host-device"),
 		filepath.Join(tools.Leakguard, "leakguard"),
 		filepath.Join(tools.TestBin, "tke-eni"),
 	}

@@ -33,14 +33,26 @@ type chain struct {
 	prepareNode func(t *testing.T, e *env)
 	// podOwnedRules says whether the main plugin adds ip rules per pod.
 	podOwnedRules bool
+	// main is the CNI type of the main plugin when it is not name.
+	main string
+	// masq says whether the main plugin masquerades the pod's traffic
+	// (ipMasq: bridge's and ptp's iptables chain per container).
+	masq bool
+	// hostLocal says whether the main plugin's IPAM is host-local.
+	hostLocal bool
 }
 
 // mainType is the CNI type of the chain's main plugin.
-func (c chain) mainType() string { return c.name }
+func (c chain) mainType() string {
+	if c.main != "" {
+		return c.main
+	}
+	return c.name
+}
 
 var chains = []chain{
-	{name: "bridge", file: "10-bridge-leakguard.conflist"},
-	{name: "ptp", file: "10-ptp-leakguard.conflist"},
+	{name: "bridge", file: "10-bridge-leakguard.conflist", hostLocal: true},
+	{name: "ptp", file: "10-ptp-leakguard.conflist", hostLocal: true},
 	{
 		name:          "tke-eni",
 		file:          "10-tke-eni-leakguard.conflist",
@@ -109,11 +121,28 @@ type env struct {
 	version   string
 	leakguard bool
 	stateDir  string
+	pinDir    string // leakguard's default pin dir, <stateDir>/netns
+	ipamDir   string // host-local's dataDir
 	logFile   string
+	confDir   string
 	cnitool   cnitest.Cnitool
 }
 
+// envOptions say how the copy of the chain's config differs from conf/.
+type envOptions struct {
+	version      string
+	withoutGuard bool
+	pin          *bool          // leakguard's pinNetns, when set
+	main         map[string]any // merged into the main plugin's config
+	asList       bool           // a .conf copied as the one-element .conflist libcni makes of it
+}
+
 func newEnv(t *testing.T, c chain, version string, withLeakguard bool) *env {
+	t.Helper()
+	return newEnvWith(t, c, envOptions{version: version, withoutGuard: !withLeakguard})
+}
+
+func newEnvWith(t *testing.T, c chain, o envOptions) *env {
 	t.Helper()
 	root, err := cnitest.RepoRoot()
 	if err != nil {
@@ -124,31 +153,46 @@ func newEnv(t *testing.T, c chain, version string, withLeakguard bool) *env {
 		t:         t,
 		chain:     c,
 		node:      nsutil.NewNS(t),
-		leakguard: withLeakguard,
+		leakguard: !o.withoutGuard,
 		stateDir:  filepath.Join(tmp, "state"),
+		ipamDir:   filepath.Join(tmp, "ipam"),
 		logFile:   filepath.Join(tmp, "leakguard.log"),
+		confDir:   filepath.Join(tmp, "net.d"),
 	}
-	confDir := filepath.Join(tmp, "net.d")
-	if err := os.Mkdir(confDir, 0o755); err != nil {
+	e.pinDir = filepath.Join(e.stateDir, "netns")
+	if err := os.Mkdir(e.confDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	conf, err := cnitest.WriteConf(filepath.Join(root, "conf", c.file), confDir, cnitest.ConfOptions{
+	src := c.file
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(root, "conf", c.file)
+	}
+	conf, err := cnitest.WriteConf(src, e.confDir, cnitest.ConfOptions{
 		StateDir:         e.stateDir,
 		LogFile:          e.logFile,
 		LogLevel:         "debug",
-		IPAMDataDir:      filepath.Join(tmp, "ipam"),
-		CNIVersion:       version,
-		WithoutLeakguard: !withLeakguard,
+		IPAMDataDir:      e.ipamDir,
+		CNIVersion:       o.version,
+		WithoutLeakguard: o.withoutGuard,
+		PinNetns:         o.pin,
+		Main:             o.main,
+		AsList:           o.asList,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Pinning makes the pin dir a mount point (bind-mounted on itself):
+	// undo it before TempDir's removal (cleanups run last-registered first).
+	t.Cleanup(func() {
+		for unix.Unmount(e.pinDir, unix.MNT_DETACH) == nil { //nolint:revive // unmount every stacked mount
+		}
+	})
 	e.network, e.version = conf.Name, conf.CNIVersion
 	if e.nodeH, err = netlinksafe.NewHandleAt(netns.NsHandle(e.node.Fd())); err != nil {
 		t.Fatalf("netlink handle in node netns: %v", err)
 	}
 	t.Cleanup(e.nodeH.Close)
-	e.cnitool = cnitest.Cnitool{Tools: tools, NodeNS: e.node.Path(), NetConfPath: confDir}
+	e.cnitool = cnitest.Cnitool{Tools: tools, NodeNS: e.node.Path(), NetConfPath: e.confDir}
 	t.Cleanup(func() {
 		if b, err := os.ReadFile(e.logFile); t.Failed() && err == nil {
 			t.Logf("leakguard log:\n%s", b)

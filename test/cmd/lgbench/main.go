@@ -6,7 +6,8 @@
 // config on stdin, ADD in order with each plugin's result as the next one's
 // prevResult, DEL in reverse with the ADD result as prevResult. Each pod gets
 // a fresh netns. It then measures leakguard's DEL of a leaked pod (netns path
-// gone) on a node with few and with many unrelated links.
+// gone) on a node with few and with many unrelated links, and wrapper mode
+// (leakguard wrapping bridge) against the bridge+leakguard chain.
 //
 // It must run in a throw-away netns and private mount namespace, which
 // scripts/bench.sh provides (ip netns exec); it refuses to run in the
@@ -32,17 +33,18 @@ import (
 const cniVersion = "1.0.0"
 
 type options struct {
-	netns     string // path of the throw-away netns lgbench must run in
-	cniBin    string // reference plugins
-	leakguard string // the plugin under test
-	workDir   string
-	pods      int // pods per chain for the ADD/DEL comparison
-	gonePods  int // leaked pods per node for the netns-gone DEL
-	fewLinks  int
-	manyLinks int
-	warmup    int
-	stateFS   string // "tmpfs" (like /run on a node) or "disk"
-	stateDir  string // where leakguard's and tuning's state dirs live
+	netns       string // path of the throw-away netns lgbench must run in
+	cniBin      string // reference plugins
+	leakguard   string // the plugin under test
+	workDir     string
+	pods        int // pods per chain for the ADD/DEL comparison
+	gonePods    int // leaked pods per node for the netns-gone DEL
+	wrapperPods int // pods per variant and phase for wrapper mode against the chain
+	fewLinks    int
+	manyLinks   int
+	warmup      int
+	stateFS     string // "tmpfs" (like /run on a node) or "disk"
+	stateDir    string // where leakguard's and tuning's state dirs live
 }
 
 func main() {
@@ -57,6 +59,7 @@ func main() {
 	flag.StringVar(&o.workDir, "work-dir", "", "scratch directory (state dirs, netns mounts); required")
 	flag.IntVar(&o.pods, "pods", 120, "pods per chain for the ADD/DEL comparison")
 	flag.IntVar(&o.gonePods, "gone-pods", 80, "leaked pods per node for the DEL-with-netns-gone comparison")
+	flag.IntVar(&o.wrapperPods, "wrapper-pods", 60, "pods per variant and phase for wrapper(bridge) against bridge+leakguard")
 	flag.IntVar(&o.fewLinks, "few-links", 10, "unrelated links on the small node")
 	flag.IntVar(&o.manyLinks, "many-links", 2000, "unrelated links on the big node")
 	flag.IntVar(&o.warmup, "warmup", 3, "unmeasured pods first, per chain and per node")
@@ -113,7 +116,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	printReport(o, floor, a, g)
+	w, err := compareWrapper(o, d)
+	if err != nil {
+		return err
+	}
+	printReport(o, floor, a, g, w)
 	return nil
 }
 

@@ -111,7 +111,7 @@ func verdict(ok bool) string {
 	return "MISS"
 }
 
-func printReport(o options, floorKiB int64, a *chainResults, g *goneResults) {
+func printReport(o options, floorKiB int64, a *chainResults, g *goneResults, w *wrapperResults) {
 	var t table
 	header := func() {
 		t.line("  %-34s %9s %9s %9s %9s", "", "median", "p95", "RSS med", "RSS max")
@@ -169,9 +169,18 @@ func printReport(o options, floorKiB int64, a *chainResults, g *goneResults) {
 	t.row(fmt.Sprintf("node with %d unrelated links", o.manyLinks), many)
 	t.ratio(fmt.Sprintf("  %d / %d", o.manyLinks, o.fewLinks), many, few, targetGoneRatio)
 
+	w.report(&t, o)
+
 	t.line("")
 	peak := float64(lgPeak) / 1024
 	t.line("Peak RSS of leakguard over all runs: %.1fMiB   target <= %.0f MiB: %s", peak, targetRSSMiB, verdict(peak <= targetRSSMiB))
+	for _, pair := range w.pairs {
+		for _, c := range pair {
+			if w.reaped[c.label] != len(w.del[c.label][phaseLeaked]) {
+				t.line("WARNING: %s did not reap every leaked pod's host veth.", c.label)
+			}
+		}
+	}
 	if g.reaped[o.fewLinks] != few.n || g.reaped[o.manyLinks] != many.n {
 		t.line("WARNING: leakguard did not reap every leaked pod's host veth; the netns-gone figures measure a DEL that did not do its job.")
 	}
