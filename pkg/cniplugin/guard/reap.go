@@ -62,6 +62,9 @@ func (p *Plugin) rescue(log *slog.Logger, rec *record.Record) {
 		for _, r := range rep.Returned {
 			pinLog.Info("returned device to the host", "iface", r.Iface.Name, "hostName", r.Name, "renamed", r.Renamed, "reason", r.Reason)
 		}
+		for _, name := range rep.Gone {
+			pinLog.Debug("pod interface already gone", "iface", name)
+		}
 		for _, why := range rep.Skipped {
 			pinLog.Warn("pod interface left alone", "reason", why)
 		}

@@ -57,7 +57,11 @@ type Report struct {
 	Deleted []podlink.ContainerIface
 	// Returned lists the moved devices now back in the host netns.
 	Returned []Returned
-	// Skipped explains every recorded interface left alone.
+	// Gone lists the recorded interfaces already gone (the main plugin's
+	// own DEL, run through the pin, deleted them: nothing to do).
+	Gone []string
+	// Skipped explains every recorded interface that is there but was left
+	// alone (it is no longer the recorded one).
 	Skipped []string
 	// GSSProxy is one of GSSArmed, GSSOff, GSSUnavailable, GSSUnknown.
 	GSSProxy string
@@ -111,7 +115,7 @@ func Rescue(podNS ns.NetNS, ifaces []podlink.ContainerIface, opts Options) (Repo
 		for _, c := range ifaces {
 			l, err := podlink.VerifyContainer(c)
 			if errors.Is(err, podlink.ErrGone) {
-				rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: already gone (no link at ifindex %d)", c.Name, c.Index))
+				rep.Gone = append(rep.Gone, c.Name)
 				continue
 			}
 			if err != nil {
@@ -121,7 +125,7 @@ func Rescue(podNS ns.NetNS, ifaces []podlink.ContainerIface, opts Options) (Repo
 			if !c.Moved {
 				if err := netlink.LinkDel(l); err != nil {
 					if podlink.IsNotFound(err) {
-						rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: already gone", c.Name))
+						rep.Gone = append(rep.Gone, c.Name)
 						continue
 					}
 					errs = append(errs, fmt.Errorf("delete container interface %s: %w", c.Name, err))
