@@ -18,10 +18,22 @@ const maxName = 200
 func (k Key) Name() string {
 	name := escape(k.Network) + "_" + escape(k.ContainerID) + "_" + escape(k.IfName)
 	if len(name) > maxName {
-		sum := sha256.Sum256([]byte(k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName))
+		sum := sha256.Sum256([]byte(hashInput(k, name)))
 		name = "h-" + hex.EncodeToString(sum[:])
 	}
 	return name
+}
+
+// hashInput is what a long name hashes. The fields joined by NUL (what
+// earlier builds hashed, kept so that their records are still found) are
+// ambiguous only when a field holds a NUL itself; such keys hash their
+// escaped name instead, which is injective and holds no NUL, so the two
+// forms never meet.
+func hashInput(k Key, escaped string) string {
+	if strings.ContainsRune(k.Network+k.ContainerID+k.IfName, 0) {
+		return escaped
+	}
+	return k.Network + "\x00" + k.ContainerID + "\x00" + k.IfName
 }
 
 func escape(s string) string {
