@@ -24,7 +24,7 @@ GOFLAGS_BUILD := -trimpath -ldflags=-s\ -w
 export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
 
-.PHONY: all build test-bins test-deps test vet fmt-check shellcheck lint demo bench install clean
+.PHONY: all build test-bins test-deps test vet fmt-check shellcheck lint demo bench fuzz install clean
 
 all: build
 
@@ -68,6 +68,13 @@ demo: build test-bins test-deps
 
 bench: build test-bins test-deps
 	scripts/bench.sh
+
+# Every Fuzz* target for FUZZTIME each, one after the other; prints the
+# executions per target. Their seed corpora (testdata/fuzz) run in `make test`.
+FUZZTIME ?= 60s
+FUZZMINIMIZETIME ?= 5s
+fuzz:
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME) $(FUZZMINIMIZETIME)
 
 install: build
 	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(HOOK_DIR) $(DESTDIR)$(SBIN_DIR)
