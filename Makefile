@@ -24,7 +24,7 @@ GOFLAGS_BUILD := -trimpath -ldflags=-s\ -w
 export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
 
-.PHONY: all build test-bins test-deps test vet fmt-check shellcheck lint demo bench fuzz install clean
+.PHONY: all build test-bins test-deps test vet fmt-check shellcheck lint demo bench fuzz stress install clean
 
 all: build
 
@@ -68,6 +68,14 @@ demo: build test-bins test-deps
 
 bench: build test-bins test-deps
 	scripts/bench.sh
+
+# The stress suite at full size (`make test` runs its short form). Run from
+# the package directory, so that go test streams the counts it prints
+# ("stress: ..." lines) even when everything passes.
+stress: build test-bins test-deps
+	@start=$$(date +%s); \
+	cd test/stress && LEAKGUARD_STRESS=full CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 60m; \
+	status=$$?; echo "stress: wall time $$(( $$(date +%s) - start ))s"; exit $$status
 
 # Every Fuzz* target for FUZZTIME each, one after the other; prints the
 # executions per target. Their seed corpora (testdata/fuzz) run in `make test`.

@@ -21,6 +21,10 @@ type ConfOptions struct {
 	IPAMDataDir string
 	// CNIVersion, when set, replaces the list's cniVersion.
 	CNIVersion string
+	// Name, when set, replaces the network name: libcni's result cache
+	// (/var/lib/cni/results) is shared by every test, and `cnitool gc` DELs
+	// every cached attachment of its network name.
+	Name string
 	// WithoutLeakguard drops the leakguard entry: the control chain. A
 	// wrapper config cannot be copied without leakguard.
 	WithoutLeakguard bool
@@ -100,6 +104,9 @@ func WriteConf(src, dir string, opts ConfOptions) (*ConfList, error) {
 	}
 	if opts.CNIVersion != "" {
 		obj["cniVersion"] = opts.CNIVersion
+	}
+	if opts.Name != "" {
+		obj["name"] = opts.Name
 	}
 	if list.Single {
 		if opts.WithoutLeakguard && obj["type"] == "leakguard" {

@@ -27,6 +27,9 @@ type Tools struct {
 // Cnitool is the path of the cnitool binary.
 func (t Tools) Cnitool() string { return filepath.Join(t.CNIBin, "cnitool") }
 
+// Leaksim is the path of the leak simulator (test/cmd/leaksim).
+func (t Tools) Leaksim() string { return filepath.Join(t.TestBin, "leaksim") }
+
 // CNIPath is the CNI_PATH value: leakguard first, then test and reference plugins.
 func (t Tools) CNIPath() string {
 	return strings.Join([]string{t.Leakguard, t.TestBin, t.CNIBin}, string(os.PathListSeparator))
@@ -81,6 +84,7 @@ func FindTools(scratch string) (Tools, error) {
 		builds := [][2]string{
 			{filepath.Join(tools.Leakguard, "leakguard"), "./plugins/leakguard"},
 			{filepath.Join(tools.TestBin, "tke-eni"), "./test/cmd/tke-eni"},
+			{tools.Leaksim(), "./test/cmd/leaksim"},
 		}
 		for _, b := range builds {
 			cmd := exec.Command("go", "build", "-o", b[0], b[1])
@@ -99,6 +103,7 @@ func FindTools(scratch string) (Tools, error) {
 		filepath.Join(tools.CNIBin, "host-device"),
 		filepath.Join(tools.Leakguard, "leakguard"),
 		filepath.Join(tools.TestBin, "tke-eni"),
+		tools.Leaksim(),
 	}
 	for _, p := range need {
 		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
