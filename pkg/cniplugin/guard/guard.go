@@ -109,9 +109,13 @@ func (r *reachView) NSIDReachable(nsid int) (bool, error) {
 			// unreachable now.
 			return false, fmt.Errorf("%d reachable netns vanished while being resolved (%d walks)", unresolved, attempt)
 		}
-		if r.set, err = r.walk(); err != nil {
+		// On failure the last good set stays: a nil one would make every
+		// netns unreachable to the next call (DEL asks once per link).
+		set, err := r.walk()
+		if err != nil {
 			return false, err
 		}
+		r.set = set
 	}
 	_, ok := r.nsids[nsid]
 	return ok, nil
