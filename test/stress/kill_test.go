@@ -35,6 +35,11 @@ func TestSIGKILLDuringAddAndDel(t *testing.T) {
 	nodes := map[bool]*node{false: newNode(t, false), true: newNode(t, true)}
 	typical := calibrate(t, nodes)
 	t.Logf("typical durations: ADD %v, DEL %v", typical["ADD"], typical["DEL"])
+	links := map[bool]map[int]linkID{}
+	for pin, n := range nodes {
+		n.addDecoy()
+		links[pin] = n.links() // the bridge (made by calibration) and the decoy
+	}
 
 	var (
 		kills   = map[string]int{}
@@ -89,6 +94,9 @@ func TestSIGKILLDuringAddAndDel(t *testing.T) {
 	final := leftovers{}
 	for _, pin := range []bool{false, true} {
 		final.add(nodes[pin].collect(nil))
+		for _, w := range nodes[pin].wrongDeletions(links[pin], nil) {
+			t.Error(w)
+		}
 	}
 	report(t, "%d rounds in %v: %d ADDs and %d DELs killed (of %d each); left before the cleanup DEL: %s; left after it: %s (%d rounds: %v); left after the final GC: %d",
 		size.rounds, time.Since(started).Round(time.Millisecond), kills["ADD"], kills["DEL"], size.rounds,

@@ -221,6 +221,7 @@ func (n *node) pinMounts(l leftovers) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	pinDirMounts := 0
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 5 {
@@ -228,14 +229,19 @@ func (n *node) pinMounts(l leftovers) {
 		}
 		mnt := unescapeMountinfo(fields[4])
 		switch {
+		case mnt == n.pinDir:
+			pinDirMounts++
 		case strings.HasPrefix(mnt, n.pinDir+"/"):
 			l.note(pinMount, "pin mount %s", mnt)
-		case strings.HasPrefix(mnt, n.stateDir+"/") && mnt != n.pinDir:
+		case strings.HasPrefix(mnt, n.stateDir+"/"):
 			l.note(otherF, "mount %s", mnt)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		n.t.Fatalf("read mountinfo: %v", err)
+	}
+	if pinDirMounts > 1 { // one bind of the pin dir onto itself, never stacked
+		l.note(otherF, "pin dir %s mounted %d times", n.pinDir, pinDirMounts)
 	}
 }
 
