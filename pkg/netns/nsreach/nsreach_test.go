@@ -206,3 +206,46 @@ func TestNSIDsSurviveAVanishedReference(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A netns with more processes in it than the walk keeps references for (a
+// node netns with many short-lived CNI processes, a pod running probes) is
+// still resolved once they all exit, through its mount: the references kept
+// must not all go away with processes.
+func TestNSIDsSurviveManyVanishedProcesses(t *testing.T) {
+	node := nsutil.NewNS(t)
+	pod := scantest.NewPod(t, node, "lgr-many")
+	var procs []*exec.Cmd
+	for i := 0; i < 8; i++ {
+		c := exec.Command("sleep", "60")
+		if err := pod.NS.Do(func(ns.NetNS) error { return c.Start() }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		procs = append(procs, c)
+	}
+	err := node.Do(func(ns.NetNS) error {
+		set, err := nsreach.Reachable(nsreach.Options{Unreadable: tolerate(t)})
+		if err != nil {
+			return err
+		}
+		if r := set[pod.ID]; r.Via != nsreach.ViaProcess {
+			return fmt.Errorf("pod netns should be reached first through a process: %+v", r)
+		}
+		for _, c := range procs {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+		ids, _, err := nsreach.NSIDs(set)
+		if err != nil {
+			return err
+		}
+		if got, ok := ids[pod.Host.NetNSID]; !ok || got != pod.ID {
+			return fmt.Errorf("mounted pod netns lost with its %d processes: nsid %d -> %v (%v); refs %+v",
+				len(procs), pod.Host.NetNSID, got, ok, set[pod.ID])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
