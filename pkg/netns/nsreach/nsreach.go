@@ -179,15 +179,30 @@ func (w *walker) pids() ([]int, error) {
 	return pids, nil
 }
 
+// add keeps r as a way to id. The alternates are there for when the first
+// reference vanishes, so they must not vanish with it: one per process (its
+// threads die with it), and a mount of our own mount namespace (PID 0, tied
+// to no process) always gets a place, taking the last one if all are full.
 func (w *walker) add(id nsident.Identity, r Ref) {
 	first, ok := w.set[id]
-	switch {
-	case !ok:
+	if !ok {
 		w.set[id] = r
+		return
+	}
+	durable := false
+	for _, k := range append([]Ref{first}, first.Alternates...) {
+		if r.PID != 0 && k.PID == r.PID {
+			return
+		}
+		durable = durable || k.PID == 0
+	}
+	switch {
 	case len(first.Alternates) < maxAlternates:
 		first.Alternates = append(first.Alternates, r)
-		w.set[id] = first
+	case r.PID == 0 && !durable:
+		first.Alternates[len(first.Alternates)-1] = r
 	}
+	w.set[id] = first
 }
 
 // tasks records the netns of every thread of pid (the leader included).
