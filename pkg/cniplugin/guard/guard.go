@@ -92,33 +92,54 @@ func (r *reachView) Reachable(id nsident.Identity) bool { return r.set.Reachable
 // NSIDReachable needs every reachable netns resolved to its nsid: one that
 // vanished between the walk and its resolution might be the one asked
 // about, reached in a way the walk did not see. Namespaces of other pods
-// come and go all the time on a busy node, so a walk with vanished ones is
-// retried (a fresh walk sees the new references) before giving up.
+// come and go all the time on a busy node, so those are looked for again in
+// a fresh walk: found there, they are resolved through their new
+// references; absent, nothing reaches them any more. Namespaces that only
+// the fresh walk sees are not waited for: as for any walk, what became
+// reachable since does not count.
 func (r *reachView) NSIDReachable(nsid int) (bool, error) {
-	for attempt := 1; r.nsids == nil; attempt++ {
-		m, unresolved, err := nsreach.NSIDs(r.set)
+	if r.nsids == nil {
+		m, err := r.resolve()
 		if err != nil {
 			return false, err
 		}
-		if unresolved == 0 {
-			r.nsids = m
-			break
-		}
-		if attempt == nsidAttempts || r.walk == nil {
-			// Any nsid might be one of them: none can be proved
-			// unreachable now.
-			return false, fmt.Errorf("%d reachable netns vanished while being resolved (%d walks)", unresolved, attempt)
-		}
-		// On failure the last good set stays: a nil one would make every
-		// netns unreachable to the next call (DEL asks once per link).
-		set, err := r.walk()
-		if err != nil {
-			return false, err
-		}
-		r.set = set
+		r.nsids = m
 	}
 	_, ok := r.nsids[nsid]
 	return ok, nil
+}
+
+func (r *reachView) resolve() (map[int]nsident.Identity, error) {
+	nsids, pending, err := nsreach.Resolve(r.set)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; len(pending) > 0; attempt++ {
+		if attempt == nsidAttempts || r.walk == nil {
+			// Any nsid might be one of them: none can be proved
+			// unreachable now.
+			return nil, fmt.Errorf("%d reachable netns vanished while being resolved (%d walks)", len(pending), attempt)
+		}
+		fresh, err := r.walk()
+		if err != nil {
+			return nil, err
+		}
+		again := nsreach.Set{}
+		for _, id := range pending {
+			if ref, ok := fresh[id]; ok {
+				again[id] = ref
+			}
+		}
+		m, left, err := nsreach.Resolve(again)
+		if err != nil {
+			return nil, err
+		}
+		for n, id := range m {
+			nsids[n] = id
+		}
+		pending = left
+	}
+	return nsids, nil
 }
 
 // invocation is one verb's parsed input and logger.

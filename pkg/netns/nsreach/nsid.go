@@ -27,9 +27,16 @@ import (
 // walk did not see; callers must not take their absence from the map as
 // proof of unreachability.
 func NSIDs(set Set) (nsids map[int]nsident.Identity, unresolved int, err error) {
+	nsids, left, err := Resolve(set)
+	return nsids, len(left), err
+}
+
+// Resolve is NSIDs naming the netns it could not resolve, so that a caller
+// can look for them again in a fresh walk.
+func Resolve(set Set) (nsids map[int]nsident.Identity, unresolved []nsident.Identity, err error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open netlink: %w", err)
+		return nil, nil, fmt.Errorf("open netlink: %w", err)
 	}
 	defer h.Close()
 	out := make(map[int]nsident.Identity, len(set))
@@ -38,7 +45,7 @@ func NSIDs(set Set) (nsids map[int]nsident.Identity, unresolved int, err error) 
 		for _, r := range append([]Ref{ref}, ref.Alternates...) {
 			id, nsid, err := nsidOf(h, r.Path)
 			if err != nil {
-				return nil, 0, err
+				return nil, nil, err
 			}
 			// The path may now lead elsewhere (a reused pid, a remounted
 			// path): what counts is the namespace actually opened.
@@ -52,7 +59,7 @@ func NSIDs(set Set) (nsids map[int]nsident.Identity, unresolved int, err error) 
 			break
 		}
 		if !resolved {
-			unresolved++
+			unresolved = append(unresolved, want)
 		}
 	}
 	return out, unresolved, nil
