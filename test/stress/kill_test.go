@@ -142,14 +142,14 @@ func calibrate(t *testing.T, nodes map[bool]*node) map[string]time.Duration {
 // killAfter runs leakguard's verb on p directly and SIGKILLs it after delay
 // unless it ended first. It reports whether the kill ended it, how long it
 // ran, and the error of a run that was not killed.
-func (n *node) killAfter(verb string, p *pod, delay time.Duration) (killed bool, ran time.Duration, err error) {
+func (n *node) killAfter(verb string, p *pod, delay time.Duration) (bool, time.Duration, error) {
 	cmd := n.leakguardCmd(verb, p)
 	var timer *time.Timer
 	start := time.Now()
-	_, err = runBounded(cmd, func(proc *os.Process) {
+	_, err := runBounded(cmd, func(proc *os.Process) {
 		timer = time.AfterFunc(delay, func() { _ = proc.Signal(syscall.SIGKILL) })
 	})
-	ran = time.Since(start)
+	ran := time.Since(start)
 	if timer != nil {
 		timer.Stop()
 	}

@@ -17,14 +17,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/test/cnitest"
@@ -85,6 +84,7 @@ func newNode(t *testing.T, pin bool) *node {
 	// removal (cleanups run last-registered first).
 	t.Cleanup(func() {
 		for unix.Unmount(n.pinDir, unix.MNT_DETACH) == nil {
+			n.t.Logf("unmounted pin dir %s", n.pinDir)
 		}
 	})
 	src := filepath.Join(root, "conf", "10-bridge-leakguard.conflist")

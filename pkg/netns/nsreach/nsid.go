@@ -26,14 +26,15 @@ import (
 // to it: they may have become unreachable, or be reached only in ways the
 // walk did not see; callers must not take their absence from the map as
 // proof of unreachability.
-func NSIDs(set Set) (nsids map[int]nsident.Identity, unresolved int, err error) {
-	nsids, left, err := Resolve(set)
-	return nsids, len(left), err
+func NSIDs(set Set) (map[int]nsident.Identity, int, error) {
+	nsids, unresolved, err := Resolve(set)
+	return nsids, len(unresolved), err
 }
 
 // Resolve is NSIDs naming the netns it could not resolve, so that a caller
 // can look for them again in a fresh walk.
-func Resolve(set Set) (nsids map[int]nsident.Identity, unresolved []nsident.Identity, err error) {
+func Resolve(set Set) (map[int]nsident.Identity, []nsident.Identity, error) {
+	var unresolved []nsident.Identity
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open netlink: %w", err)
