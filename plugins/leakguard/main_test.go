@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -83,13 +85,14 @@ func (p *pod) conf(stateDir string) []byte {
 	return b
 }
 
-// run execs the plugin inside node; the child inherits the locked thread's netns.
-func run(node ns.NetNS, cmd, cid, netns string, conf []byte) (stdout, stderr []byte, err error) {
+// run execs the plugin inside node (the child inherits the locked thread's
+// netns) and returns its stdout, its stderr and how it exited.
+func run(node ns.NetNS, cmd, cid, netns string, conf []byte) ([]byte, []byte, error) {
 	var o, e bytes.Buffer
 	c := exec.Command(pluginBin)
 	c.Env = []string{"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=" + cid, "CNI_NETNS=" + netns, "CNI_IFNAME=eth0", "CNI_PATH=/nonexistent"}
 	c.Stdin, c.Stdout, c.Stderr = bytes.NewReader(conf), &o, &e
-	err = node.Do(func(ns.NetNS) error { return c.Run() })
+	err := node.Do(func(ns.NetNS) error { return c.Run() })
 	return o.Bytes(), e.Bytes(), err
 }
 
@@ -267,7 +270,7 @@ func TestDelWithHostNetnsPathSucceeds(t *testing.T) {
 		t.Fatal("the leaked pod's host veth should be reaped")
 	}
 	var lo error
-	_ = node.Do(func(ns.NetNS) error { _, lo = netlink.LinkByName("lo"); return nil })
+	_ = node.Do(func(ns.NetNS) error { _, lo = netlinksafe.LinkByName("lo"); return nil })
 	if lo != nil {
 		t.Fatalf("host lo: %v", lo)
 	}
@@ -344,7 +347,7 @@ func TestDelFailsOnlyAsDocumented(t *testing.T) {
 		for _, cmd := range []string{"DEL", "ADD"} {
 			var o bytes.Buffer
 			x := exec.Command(pluginBin)
-			x.Env = append(c.env, "CNI_COMMAND="+cmd)
+			x.Env = slices.Concat(c.env, []string{"CNI_COMMAND=" + cmd})
 			x.Stdin, x.Stdout = bytes.NewReader(c.conf), &o
 			err := node.Do(func(ns.NetNS) error { return x.Run() })
 			var e struct {

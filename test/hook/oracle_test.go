@@ -130,7 +130,7 @@ func TestOracle(t *testing.T) {
 	elOff := bytes.Replace(el7, []byte("kernel_nfsd = yes"), []byte("kernel_nfsd = no"), 1)
 	deb := debianFiles(t)
 	nfs := deb["24-nfs-server.conf"]
-	replace := func(old, new string) []byte { return bytes.Replace(nfs, []byte(old), []byte(new), 1) }
+	replace := func(from, to string) []byte { return bytes.Replace(nfs, []byte(from), []byte(to), 1) }
 
 	tests := []struct {
 		name   string

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -49,12 +50,12 @@ func TestPodman(t *testing.T) {
 				"--tmpdir", filepath.Join(state, "tmp"), "--events-backend", "none",
 				"--runtime", "runc", "--cgroup-manager", "cgroupfs", "--hooks-dir", hooksDir(t, logFile),
 			}
-			id := containerName(t, "podman")
+			id := containerName("podman")
 			t.Cleanup(func() {
 				exec.Command("podman", append(global, "rm", "--force", "--ignore", id)...).Run()
 			})
-			args := append(global, "run", "--rm", "--name", id, "--network", "none",
-				"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+			args := slices.Concat(global, []string{"run", "--rm", "--name", id, "--network", "none",
+				"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"})
 			if privileged {
 				args = append(args, "--privileged")
 			}

@@ -41,7 +41,7 @@ func busyboxRootfs(t *testing.T, b *bundle) {
 }
 
 // containerName is unique per test run; runtimes refuse duplicates.
-func containerName(t *testing.T, kind string) string {
+func containerName(kind string) string {
 	return fmt.Sprintf("lg-hook-%s-%d-%d", kind, os.Getpid(), time.Now().UnixNano()%1e6)
 }
 
@@ -75,7 +75,7 @@ func runcSpec(t *testing.T, b *bundle, privileged bool) *specs.Spec {
 func runRunc(t *testing.T, b *bundle) string {
 	t.Helper()
 	state := t.TempDir()
-	id := containerName(t, "runc")
+	id := containerName("runc")
 	t.Cleanup(func() { exec.Command("runc", "--root", state, "delete", "--force", id).Run() })
 	cmd := exec.Command("runc", "--root", state, "run", "--bundle", b.dir, id)
 	var stdout, stderr bytes.Buffer
@@ -111,7 +111,7 @@ func TestRunc(t *testing.T) {
 			h[0].Args = append(h[0].Args, "--config", writePolicy(t, `{"logFile":"`+logFile+`"}`))
 			spec.Hooks = &specs.Hooks{}
 			if tt.stage == "prestart" {
-				spec.Hooks.Prestart = h // deprecated by the spec, still used
+				spec.Hooks.Prestart = h //nolint:staticcheck // deprecated by the spec, still used: this case tests the legacy stage
 			} else {
 				spec.Hooks.CreateRuntime = h
 			}

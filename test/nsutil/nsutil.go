@@ -8,10 +8,9 @@ import (
 	"os"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"golang.org/x/sys/unix"
 )
 
 // NewNS creates a bind-mounted throw-away netns that is unmounted and closed
@@ -34,7 +33,7 @@ func NewNS(t testing.TB) ns.NetNS {
 // then unmounts and removes n's path and closes n's fd. Afterwards the netns
 // is reachable by no path, no process and no nsfs fd, yet it is alive with all
 // its interfaces. The returned func frees it (closes the socket).
-func LeakBySocket(t testing.TB, n ns.NetNS) (release func()) {
+func LeakBySocket(t testing.TB, n ns.NetNS) func() {
 	t.Helper()
 	fd := -1
 	err := n.Do(func(ns.NetNS) error {
@@ -51,7 +50,7 @@ func LeakBySocket(t testing.TB, n ns.NetNS) (release func()) {
 		t.Fatalf("remove netns path: %v", err)
 	}
 	closed := false
-	release = func() {
+	release := func() {
 		if !closed {
 			closed = true
 			unix.Close(fd)

@@ -91,9 +91,11 @@ func KeepByProcess(t testing.TB, n ns.NetNS) *exec.Cmd {
 }
 
 // KeepByThread moves one locked OS thread of the test process into n, then
-// removes n's path and closes n's fd. The thread exits at cleanup.
-func KeepByThread(t testing.TB, n ns.NetNS) (tid int) {
+// removes n's path and closes n's fd, and returns the thread's id. The thread
+// exits at cleanup.
+func KeepByThread(t testing.TB, n ns.NetNS) int {
 	t.Helper()
+	var tid int
 	ready, done := make(chan error), make(chan struct{})
 	go func() {
 		// Never unlocked: the thread dies with the goroutine rather than

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -14,7 +15,7 @@ func TestCheckFailsWhenRecordNoLongerHolds(t *testing.T) {
 		f := newFixture(t)
 		f.add("1.0.0")
 		inNS(t, f.node, func() error {
-			l, err := netlink.LinkByName(f.hostVeth.Name)
+			l, err := netlinksafe.LinkByName(f.hostVeth.Name)
 			if err != nil {
 				return err
 			}
@@ -26,7 +27,7 @@ func TestCheckFailsWhenRecordNoLongerHolds(t *testing.T) {
 		f := newFixture(t)
 		f.add("1.1.0")
 		inNS(t, f.node, func() error {
-			l, err := netlink.LinkByName(f.hostVeth.Name)
+			l, err := netlinksafe.LinkByName(f.hostVeth.Name)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -212,7 +213,7 @@ func (f *fixture) nodeLink(name string) netlink.Link {
 	var l netlink.Link
 	err := f.node.Do(func(ns.NetNS) error {
 		var err error
-		l, err = netlink.LinkByName(name)
+		l, err = netlinksafe.LinkByName(name)
 		return err
 	})
 	var nf netlink.LinkNotFoundError

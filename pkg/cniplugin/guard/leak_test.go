@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/leakguard/leakguard/test/nsutil"
@@ -42,7 +43,7 @@ func TestLeakedNetnsByFdPeerIsGone(t *testing.T) {
 	}
 	f.mustBeGone(f.hostVeth.Name)
 	inNS(t, f.pod, func() error {
-		_, err := netlink.LinkByName("eth0")
+		_, err := netlinksafe.LinkByName("eth0")
 		var nf netlink.LinkNotFoundError
 		if !errors.As(err, &nf) {
 			t.Errorf("eth0 in the leaked netns should be gone with its host peer, got err=%v", err)
@@ -101,7 +102,7 @@ func TestDelNetnsPathGoneCases(t *testing.T) {
 		f.mustBeGone(old.Name)
 		f.mustExist(newHost.Name, newHost.Index)
 		inNS(t, other, func() error {
-			l, err := netlink.LinkByName("eth0")
+			l, err := netlinksafe.LinkByName("eth0")
 			if err != nil || l.Attrs().Index != newCont.Index {
 				t.Errorf("the other netns' eth0 must be untouched: %v %v", l, err)
 			}

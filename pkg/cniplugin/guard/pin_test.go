@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -28,7 +29,7 @@ func (f *fixture) moveInENI(hostName, ifname string) net.HardwareAddr {
 		if err := netlink.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: hostName}}); err != nil {
 			return err
 		}
-		l, err := netlink.LinkByName(hostName)
+		l, err := netlinksafe.LinkByName(hostName)
 		if err != nil {
 			return err
 		}
@@ -36,7 +37,7 @@ func (f *fixture) moveInENI(hostName, ifname string) net.HardwareAddr {
 		return netlink.LinkSetNsFd(l, int(f.pod.Fd()))
 	})
 	inNS(f.t, f.pod, func() error {
-		l, err := netlink.LinkByName(hostName)
+		l, err := netlinksafe.LinkByName(hostName)
 		if err != nil {
 			return err
 		}
@@ -129,7 +130,7 @@ func TestReplacedPinIsNotEntered(t *testing.T) {
 	f.mustBeGone(f.hostVeth.Name)
 	f.mustExist(otherHost.Name, otherHost.Index)
 	inNS(t, other, func() error {
-		l, err := netlink.LinkByName("eth0")
+		l, err := netlinksafe.LinkByName("eth0")
 		if err != nil || l.Attrs().Index != otherCont.Index {
 			t.Errorf("the other netns' eth0 must be untouched: %v %v", l, err)
 		}

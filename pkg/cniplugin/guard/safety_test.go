@@ -4,6 +4,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
 	"github.com/leakguard/leakguard/test/nsutil"
@@ -21,7 +22,7 @@ func TestLateDelSparesReusedHostName(t *testing.T) {
 	nsutil.LeakBySocket(t, f.pod)
 
 	inNS(t, f.node, func() error { // the main plugin's "delete stale host veth"
-		l, err := netlink.LinkByName(name)
+		l, err := netlinksafe.LinkByName(name)
 		if err != nil {
 			return err
 		}
@@ -45,7 +46,7 @@ func TestMACMismatchDeletesNothing(t *testing.T) {
 	f.add("1.0.0")
 	nsutil.LeakBySocket(t, f.pod)
 	inNS(t, f.node, func() error {
-		l, err := netlink.LinkByName(f.hostVeth.Name)
+		l, err := netlinksafe.LinkByName(f.hostVeth.Name)
 		if err != nil {
 			return err
 		}
@@ -94,10 +95,10 @@ func TestPeerInHostNetnsIsNeverDeleted(t *testing.T) {
 			return err
 		}
 		var err error
-		if a, err = netlink.LinkByName("lgt-ha"); err != nil {
+		if a, err = netlinksafe.LinkByName("lgt-ha"); err != nil {
 			return err
 		}
-		b, err = netlink.LinkByName("lgt-hb")
+		b, err = netlinksafe.LinkByName("lgt-hb")
 		return err
 	})
 	r := f.loadRecord()

@@ -123,7 +123,7 @@ func joinErrors(delegateErr, ownErr error) error {
 	case ownErr == nil:
 		return delegateErr
 	}
-	var code uint = types.ErrInternal
+	code := types.ErrInternal
 	var e *types.Error
 	if errors.As(delegateErr, &e) || errors.As(ownErr, &e) {
 		code = e.Code

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -403,7 +404,7 @@ func TestWrapperAddUndoneWhenRecordingFails(t *testing.T) {
 }
 
 func delLink(name string) error {
-	l, err := netlink.LinkByName(name)
+	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		return err
 	}
@@ -475,7 +476,7 @@ func TestWrapperEvacuatesDoomedNetns(t *testing.T) {
 	}
 	f.mustBeGone(f.hostVeth.Name)
 	inNS(t, f.pod, func() error {
-		if l, err := netlink.LinkByName("eth1"); err == nil {
+		if l, err := netlinksafe.LinkByName("eth1"); err == nil {
 			t.Errorf("eth1 still in the doomed netns: %v", l.Attrs().Name)
 		}
 		return nil

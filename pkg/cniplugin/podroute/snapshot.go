@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 )
 
 // Snapshot records, in the current netns, the routing state that references

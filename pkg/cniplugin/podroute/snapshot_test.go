@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 )
 
 // A node with the pod's rules and routes among look-alikes that must not be

@@ -198,7 +198,7 @@ func TestMountPoints(t *testing.T) {
 // writer), a symlink, a directory or larger than MaxSpec is refused at once,
 // never waited on or read whole.
 func TestSpecFileHostile(t *testing.T) {
-	real := writeBundle(t, privileged())
+	genuine := writeBundle(t, privileged())
 	tests := map[string]func(t *testing.T, p string){
 		"fifo": func(t *testing.T, p string) { must(t, syscall.Mkfifo(p, 0o644)) },
 		"fifo with a writer": func(t *testing.T, p string) {
@@ -209,7 +209,7 @@ func TestSpecFileHostile(t *testing.T) {
 			must(t, err)
 			t.Cleanup(func() { w.Close(); r.Close() })
 		},
-		"symlink":   func(t *testing.T, p string) { must(t, os.Symlink(filepath.Join(real, "config.json"), p)) },
+		"symlink":   func(t *testing.T, p string) { must(t, os.Symlink(filepath.Join(genuine, "config.json"), p)) },
 		"directory": func(t *testing.T, p string) { must(t, os.Mkdir(p, 0o755)) },
 		"too large": func(t *testing.T, p string) {
 			must(t, os.WriteFile(p, []byte(`{"root":{"path":"rootfs"}}`), 0o644))

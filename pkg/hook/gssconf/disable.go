@@ -40,7 +40,7 @@ func Assignments(content []byte) ([]Assignment, error) {
 	}
 	var out []Assignment
 	for i, line := range splitLines(string(text)) {
-		body, _ := cutEOL(line)
+		body := trimEOL(line)
 		if v := parseLine(body); v >= 0 {
 			out = append(out, Assignment{Line: i + 1, Value: body[v:], True: IsTrue(body[v:])})
 		}
@@ -63,7 +63,7 @@ func Edits(content []byte) ([]Edit, error) {
 		off   = len(enc.bom) // raw offset of the current line
 	)
 	for i, line := range splitLines(string(text)) {
-		body, _ := cutEOL(line)
+		body := trimEOL(line)
 		if v := parseLine(body); v >= 0 && IsTrue(body[v:]) {
 			value := strings.TrimRight(body[v:], blanks) // a true spelling: ASCII
 			start := off + enc.rawLen(body[:v])
@@ -138,13 +138,13 @@ func splitLines(s string) []string {
 	return lines
 }
 
-// cutEOL separates a line from its "\n" or "\r\n".
-func cutEOL(line string) (string, string) {
+// trimEOL returns line without its "\n" or "\r\n".
+func trimEOL(line string) string {
 	if strings.HasSuffix(line, "\r\n") {
-		return line[:len(line)-2], "\r\n"
+		return line[:len(line)-2]
 	}
 	if strings.HasSuffix(line, "\n") {
-		return line[:len(line)-1], "\n"
+		return line[:len(line)-1]
 	}
-	return line, ""
+	return line
 }

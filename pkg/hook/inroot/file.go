@@ -56,7 +56,7 @@ func (r *Root) OpenRegular(name string) (*File, error) {
 func (f *File) Size() int64 { return f.st.Size }
 
 // Links is the file's hard link count when it was opened.
-func (f *File) Links() uint64 { return uint64(f.st.Nlink) }
+func (f *File) Links() uint64 { return uint64(f.st.Nlink) } //nolint:unconvert // Nlink is uint32 on arm64, 386, arm and riscv64
 
 // reopen opens the held inode with flags.
 func (f *File) reopen(flags int) (*os.File, error) {
@@ -95,15 +95,15 @@ func (f *File) tooLarge(size, limit int64) error {
 	return fmt.Errorf("%w: %q is %d bytes or more, over the %d-byte limit", ErrTooLarge, f.name, size, limit)
 }
 
-// Patch overwrites the bytes at off, which must still be old, with new (of
+// Patch overwrites the bytes at off, which must still be old, with repl (of
 // the same length) with one pwrite on the held inode. The file is never
 // truncated or extended: its length, inode, owner and mode stay what the
-// image had, and a write cut short leaves a mix of old and new bytes in that
+// image had, and a write cut short leaves a mix of old and repl bytes in that
 // range only. It refuses a file that now has another hard link or another
 // size than the content read, or whose bytes at off are no longer old.
-func (f *File) Patch(off int64, old, new []byte) error {
-	if len(old) != len(new) {
-		return fmt.Errorf("patch of %q changes its length (%d to %d bytes)", f.name, len(old), len(new))
+func (f *File) Patch(off int64, old, repl []byte) error {
+	if len(old) != len(repl) {
+		return fmt.Errorf("patch of %q changes its length (%d to %d bytes)", f.name, len(old), len(repl))
 	}
 	wf, err := f.reopen(unix.O_RDWR)
 	if err != nil {
@@ -129,7 +129,7 @@ func (f *File) Patch(off int64, old, new []byte) error {
 	if !bytes.Equal(cur, old) {
 		return &os.PathError{Op: "patch", Path: f.name, Err: fmt.Errorf("%w: bytes at %d", ErrChanged, off)}
 	}
-	if _, err := wf.WriteAt(new, off); err != nil {
+	if _, err := wf.WriteAt(repl, off); err != nil {
 		return fmt.Errorf("failed to write %q in rootfs: %w", f.name, err)
 	}
 	return nil

@@ -73,21 +73,21 @@ func (r *Root) openat2(name string, flags uint64) (*os.File, error) {
 	return os.NewFile(uintptr(fd), filepath.Join(r.path, name)), nil
 }
 
-// ReadDirNames lists up to max names in directory name (resolved in the
-// root), in the order the filesystem returns them; more is set when the
+// ReadDirNames lists up to limit names in directory name (resolved in the
+// root), in the order the filesystem returns them, and says whether the
 // directory holds more, which are not read.
-func (r *Root) ReadDirNames(name string, max int) (names []string, more bool, err error) {
+func (r *Root) ReadDirNames(name string, limit int) ([]string, bool, error) {
 	d, err := r.openat2(name, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, false, err
 	}
 	defer d.Close()
-	names, err = d.Readdirnames(max + 1)
+	names, err := d.Readdirnames(limit + 1)
 	if err != nil && err != io.EOF { // io.EOF: empty directory
 		return nil, false, fmt.Errorf("failed to read directory %q in rootfs: %w", name, err)
 	}
-	if len(names) > max {
-		return names[:max], true, nil
+	if len(names) > limit {
+		return names[:limit], true, nil
 	}
 	return names, false, nil
 }

@@ -347,7 +347,7 @@ func TestResolveOpaque(t *testing.T) {
 	}
 }
 
-// TestReadDirNamesMax: no more than max names are returned, and more says
+// TestReadDirNamesMax: no more than limit names are returned, and more says
 // whether the directory held others.
 func TestReadDirNamesMax(t *testing.T) {
 	f := newFixture(t)
@@ -360,10 +360,10 @@ func TestReadDirNamesMax(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		must(t, os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), nil, 0o644))
 	}
-	for max, want := range map[int]bool{3: true, 4: true, 5: false, 6: false} {
-		names, more, err := r.ReadDirNames("etc/d", max)
-		if err != nil || more != want || len(names) != min(max, 5) {
-			t.Errorf("max %d: %q more %v %v", max, names, more, err)
+	for limit, want := range map[int]bool{3: true, 4: true, 5: false, 6: false} {
+		names, more, err := r.ReadDirNames("etc/d", limit)
+		if err != nil || more != want || len(names) != min(limit, 5) {
+			t.Errorf("limit %d: %q more %v %v", limit, names, more, err)
 		}
 	}
 }

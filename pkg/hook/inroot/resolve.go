@@ -77,14 +77,15 @@ func (r *Root) Resolve(name string, opaque func(p string) bool) (Resolved, error
 }
 
 // readlink looks at p (absolute, inside the root, with no symlink before its
-// last component) without following anything: the target when it is a
-// symlink; isLink false when it is anything else or does not exist.
-func (r *Root) readlink(p string) (target string, isLink bool, err error) {
+// last component) without following anything. It returns the target and true
+// when p is a symlink; "" and false when it is anything else or does not exist.
+func (r *Root) readlink(p string) (string, bool, error) {
 	how := unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	}
 	var fd int
+	var err error
 	for i := 0; i < 16; i++ {
 		fd, err = unix.Openat2(int(r.dir.Fd()), p[1:], &how)
 		if err != unix.EAGAIN && err != unix.EINTR {

@@ -69,10 +69,10 @@ func editAll(c *bundle.Container, r *Result) error {
 	// A file bind-mounted into the directory may not exist in the image.
 	names = binds.addNamesIn(dirAt, names)
 	order := gssconf.ReadOrder(names)
-	if max := 1 + gssconf.MaxDropIns; len(order) > max {
+	if limit := 1 + gssconf.MaxDropIns; len(order) > limit {
 		r.Risks = append(r.Risks, fmt.Sprintf("%s has %d drop-ins, over the limit of %d: %d not checked, from %s on",
-			dir, len(order)-1, gssconf.MaxDropIns, len(order)-max, order[max]))
-		order = order[:max]
+			dir, len(order)-1, gssconf.MaxDropIns, len(order)-limit, order[limit]))
+		order = order[:limit]
 	}
 	for _, name := range order {
 		file := path.Join(dir, name)
@@ -137,8 +137,8 @@ func resolveBinds(root *inroot.Root, mps []bundle.MountPoint) (bindMounts, error
 // why it must not be edited, if a bind mount covers where it leads: a bind
 // mount on it or on a directory on the way, including one reached through an
 // in-image symlink; with inside, also a bind mount below it. It returns
-// where p leads in the rootfs.
-func (bs bindMounts) check(root *inroot.Root, p string, inside bool) (at, why string, err error) {
+// where p leads in the rootfs, then why it must not be edited ("" when it may).
+func (bs bindMounts) check(root *inroot.Root, p string, inside bool) (string, string, error) {
 	if len(bs) == 0 {
 		return p, "", nil
 	}

@@ -11,11 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hostConfig is a gssproxy config outside every rootfs that must never change.
-func hostConfig(t *testing.T) (dir, file string) {
+// hostConfig writes a gssproxy config outside every rootfs that must never
+// change, and returns its directory and its file.
+func hostConfig(t *testing.T) (string, string) {
 	t.Helper()
-	dir = t.TempDir()
-	file = filepath.Join(dir, "24-nfs-server.conf")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "24-nfs-server.conf")
 	if err := os.WriteFile(file, []byte(on), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -32,13 +33,13 @@ func untouched(t *testing.T, file string) {
 func TestEscapingSymlinks(t *testing.T) {
 	hostDir, hostFile := hostConfig(t)
 	tests := map[string]func(c *container) (link, target string){
-		"absolute file link": func(c *container) (string, string) { return "etc/gssproxy/gssproxy.conf", hostFile },
+		"absolute file link": func(*container) (string, string) { return "etc/gssproxy/gssproxy.conf", hostFile },
 		"relative file link": func(c *container) (string, string) {
 			rel, _ := filepath.Rel(filepath.Join(c.rootfs, "etc/gssproxy"), hostFile)
 			return "etc/gssproxy/24-nfs-server.conf", rel
 		},
-		"absolute dir link": func(c *container) (string, string) { return "etc/gssproxy", hostDir },
-		"relative dir link": func(c *container) (string, string) {
+		"absolute dir link": func(*container) (string, string) { return "etc/gssproxy", hostDir },
+		"relative dir link": func(*container) (string, string) {
 			return "etc/gssproxy", strings.Repeat("../", 20) + hostDir[1:]
 		},
 	}

@@ -73,18 +73,21 @@ func estimateSlab(path string, reach nsreach.Set) SlabEstimate {
 }
 
 // parseSlabinfo returns the active_objs and objperslab of cache name in
-// slabinfo 2.x text ("name active_objs num_objs objsize objperslab ...").
-func parseSlabinfo(b []byte, name string) (active, perSlab int, found bool, err error) {
+// slabinfo 2.x text ("name active_objs num_objs objsize objperslab ..."), and
+// whether the cache was found.
+func parseSlabinfo(b []byte, name string) (int, int, bool, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) < 5 || f[0] != name {
 			continue
 		}
-		if active, err = strconv.Atoi(f[1]); err != nil {
+		active, err := strconv.Atoi(f[1])
+		if err != nil {
 			return 0, 0, false, fmt.Errorf("active_objs of %s: %w", name, err)
 		}
-		if perSlab, err = strconv.Atoi(f[4]); err != nil {
+		perSlab, err := strconv.Atoi(f[4])
+		if err != nil {
 			return 0, 0, false, fmt.Errorf("objperslab of %s: %w", name, err)
 		}
 		return active, perSlab, true, nil

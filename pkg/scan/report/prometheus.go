@@ -37,9 +37,10 @@ func (m *metrics) sample(name string, v float64, labels ...string) {
 	m.b.WriteByte('\n')
 }
 
-func (m *metrics) gauge(name, help string, v float64, labels ...string) {
+// gauge writes a family of one unlabelled sample.
+func (m *metrics) gauge(name, help string, v float64) {
 	m.family(name, help)
-	m.sample(name, v, labels...)
+	m.sample(name, v)
 }
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)

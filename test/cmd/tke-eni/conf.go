@@ -43,8 +43,8 @@ type NetConf struct {
 type podArgs struct {
 	types.CommonArgs
 	IP                types.UnmarshallableString
-	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive // CNI_ARGS key
-	K8S_POD_NAME      types.UnmarshallableString //nolint:revive // CNI_ARGS key
+	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive,staticcheck // CNI_ARGS key: types.LoadArgs matches field names, not tags
+	K8S_POD_NAME      types.UnmarshallableString //nolint:revive,staticcheck // CNI_ARGS key: types.LoadArgs matches field names, not tags
 }
 
 // podConf is the configuration resolved for one invocation.

@@ -5,22 +5,24 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 var defaultDst = &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
 
 // setupPodSide creates the veth pair from inside the pod netns and gives the
 // pod its address and a default route via the link-local gateway, answered
-// by a permanent neighbour entry for the host veth (as tke-eni-cni does).
-func setupPodSide(netns, hostNS ns.NetNS, ifName string, conf *podConf) (hostIf, contIf net.Interface, err error) {
+// by a permanent neighbour entry for the host veth (as tke-eni-cni does). It
+// returns the host end, then the pod end.
+func setupPodSide(netns, hostNS ns.NetNS, ifName string, conf *podConf) (net.Interface, net.Interface, error) {
+	var hostIf, contIf net.Interface
 	created := false
-	err = netns.Do(func(ns.NetNS) error {
+	err := netns.Do(func(ns.NetNS) error {
 		var link netlink.Link
+		var err error
 		link, hostIf, err = makeVeth(ifName, conf.hostVeth, conf.MTU, hostNS)
 		if err != nil {
 			return err
