@@ -60,7 +60,7 @@ lint: $(TOOLS)/golangci-lint-$(LINT_VERSION)
 	$(TOOLS)/golangci-lint-$(LINT_VERSION) run ./...
 
 # -race needs cgo: tests are built with it, the shipped binaries without.
-test: build test-bins test-deps vet fmt-check shellcheck
+test: build test-bins test-deps vet fmt-check shellcheck lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 demo: build test-bins test-deps

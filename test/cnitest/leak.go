@@ -3,12 +3,11 @@ package cnitest
 import (
 	"fmt"
 
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Leaked is a pod netns in the state the auth_rpcgss bug leaves it in: its

@@ -10,14 +10,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/leakguard/leakguard/test/cnitest"
 	"github.com/leakguard/leakguard/test/nsutil"
@@ -402,8 +401,10 @@ func (e *env) assertOnlyGone(before map[int]linkID, gone ...int) {
 }
 
 // podRulesAndRoutes lists, on the node, the ip rules and routes (all tables)
-// that mention the pod's address.
-func (e *env) podRulesAndRoutes(ip net.IP) (rules []netlink.Rule, routes []netlink.Route) {
+// that mention the pod's address: rules first, then routes.
+func (e *env) podRulesAndRoutes(ip net.IP) ([]netlink.Rule, []netlink.Route) {
+	var rules []netlink.Rule
+	var routes []netlink.Route
 	t := e.t
 	t.Helper()
 	all, err := e.nodeH.RuleList(netlink.FAMILY_V4)

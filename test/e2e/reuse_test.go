@@ -6,11 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/leakguard/leakguard/test/nsutil"
 )

@@ -70,7 +70,7 @@ func TestGCRemovesStaleLocksAndTemps(t *testing.T) {
 	defer busy.Release(true)
 	tomb := f.loadRecord()
 	tomb.ContainerID = "tombstoned"
-	if _, err := saveTombstone(t, st, tomb); err != nil {
+	if err := saveTombstone(t, st, tomb); err != nil {
 		t.Fatal(err)
 	}
 	tombLock := f.statePath(name("tombstoned") + ".lock")

@@ -38,7 +38,7 @@ func TestDelAliveKeepsTombstoneAndSweepsBounded(t *testing.T) {
 		r := f.loadRecordOrTemplate()
 		r.ContainerID = "gone-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
 		r.HostLinks = []podlink.Identity{{Name: "gone", Index: 1 << 30, MAC: "02:00:00:00:00:01", Kind: "veth", NetNSID: 1, PeerIndex: 2}}
-		if _, err := saveTombstone(t, st, r); err != nil {
+		if err := saveTombstone(t, st, r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,7 +72,7 @@ func TestSweepGetsPastTombstonesWithLinks(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		r := *live
 		r.ContainerID = fmt.Sprintf("old-%d", i)
-		if _, err := saveTombstone(t, st, &r); err != nil {
+		if err := saveTombstone(t, st, &r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestSweepGetsPastTombstonesWithLinks(t *testing.T) {
 		r := *live
 		r.ContainerID = fmt.Sprintf("gone-%d", i)
 		r.HostLinks = []podlink.Identity{{Name: "gone", Index: 1 << 30, MAC: "02:00:00:00:00:09", Kind: "veth", NetNSID: 3, PeerIndex: 2}}
-		if _, err := saveTombstone(t, st, &r); err != nil {
+		if err := saveTombstone(t, st, &r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -112,15 +112,16 @@ func tombstones(t *testing.T, dir string) []string {
 
 // saveTombstone writes r as a tombstone the way DEL does: save the record,
 // then, under its lock, move it to the tombstone dir.
-func saveTombstone(t *testing.T, st *store.Store, r *record.Record) (string, error) {
+func saveTombstone(t *testing.T, st *store.Store, r *record.Record) error {
 	t.Helper()
 	if err := st.Save(r); err != nil {
-		return "", err
+		return err
 	}
 	l, err := st.Lock(r.Key, time.Second)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer l.Release(false)
-	return st.Tombstone(r.Key)
+	_, err = st.Tombstone(r.Key)
+	return err
 }

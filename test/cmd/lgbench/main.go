@@ -183,8 +183,10 @@ type chain struct {
 
 // newChains returns the chains compared, on one node: bridge+leakguard,
 // bridge+tuning, and bridge+leakguard with its state dir on disk (not the
-// tmpfs) to show what fsync costs where /run is not a tmpfs.
-func newChains(o options, bridge, subnet, tag string) (guarded, tuned, onDisk chain) {
+// tmpfs) to show what fsync costs where /run is not a tmpfs. It returns the
+// three in that order: guarded, tuned, on disk.
+func newChains(o options, bridge, subnet, tag string) (chain, chain, chain) {
+	var guarded, tuned, onDisk chain
 	br := func(net, sub string) plugin {
 		return plugin{filepath.Join(o.cniBin, "bridge"), map[string]any{
 			"type": "bridge", "bridge": "br-" + net, "isGateway": true, "ipMasq": false,

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -75,7 +76,7 @@ func leak(n ns.NetNS) (int, error) {
 }
 
 func setUp(name string) error {
-	l, err := netlink.LinkByName(name)
+	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
 		return err
 	}
@@ -101,6 +102,6 @@ func addCrowd(count int, crowd ns.NetNS, tag string) error {
 
 // linkExists tells whether name exists in the calling thread's netns.
 func linkExists(name string) bool {
-	_, err := netlink.LinkByName(name)
+	_, err := netlinksafe.LinkByName(name)
 	return err == nil
 }
