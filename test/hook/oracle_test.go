@@ -150,6 +150,7 @@ func TestOracle(t *testing.T) {
 		{"99-off.conf does not override 24-", map[string][]byte{"24-nfs-server.conf": nfs,
 			"99-off.conf": []byte("[service/nfs-server]\n  kernel_nfsd = no\n")}, nil, true},
 		{"first value wins: no then yes", map[string][]byte{"24-nfs-server.conf": replace("kernel_nfsd = yes", "kernel_nfsd = no\n  kernel_nfsd = yes")}, nil, false},
+		{"NUL after the value: gssproxy's C strings end there", map[string][]byte{"24-nfs-server.conf": replace("kernel_nfsd = yes", "kernel_nfsd = yes\x00zz")}, nil, true},
 		{"inline comment makes it false", map[string][]byte{"24-nfs-server.conf": replace("kernel_nfsd = yes", "kernel_nfsd = yes # on")}, nil, false},
 		{"not a drop-in name", map[string][]byte{"gssproxy.conf": elOff, "nfs-server.conf": nfs, "100-nfs.conf": nfs, "24-nfs.conf.disabled": nfs}, nil, false},
 	}

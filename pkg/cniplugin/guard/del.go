@@ -38,7 +38,7 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 		}
 		inv.log.Error("state unusable; nothing can be reaped", "err", err)
 		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {
-			return p.delegateDel(inv.log, w, netnsIfNetns(args.Netns))
+			return p.delegateDel(inv.log, w, unrecordedNetns(inv.log, nil, inv.key, args.Netns))
 		}
 		return nil
 	}
@@ -58,14 +58,14 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 	case err != nil:
 		inv.log.Error("cannot read record; leaving it for a later DEL", "err", err)
 		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {
-			return p.delegateDel(inv.log, w, netnsIfNetns(args.Netns))
+			return p.delegateDel(inv.log, w, unrecordedNetns(inv.log, st, inv.key, args.Netns))
 		}
 		return nil
 	}
 	w := p.delegateForDel(inv, args.StdinData, rec)
 	if rec == nil {
 		if w != nil {
-			if err := p.delegateDel(inv.log, w, netnsIfNetns(args.Netns)); err != nil {
+			if err := p.delegateDel(inv.log, w, unrecordedNetns(inv.log, st, inv.key, args.Netns)); err != nil {
 				return err
 			}
 		}

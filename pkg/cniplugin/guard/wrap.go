@@ -12,6 +12,7 @@ import (
 
 	"github.com/leakguard/leakguard/pkg/cniplugin/delegate"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
 	"github.com/leakguard/leakguard/pkg/netns/nspin"
 )
@@ -87,14 +88,38 @@ func (p *Plugin) delegateDel(log *slog.Logger, w *wrapped, netns string) error {
 	return nil
 }
 
-// netnsIfNetns returns path if it holds a netns now, else "": a delegate is
-// never handed a leftover file or a path that cannot be examined.
-func netnsIfNetns(path string) string {
+// unrecordedNetns returns path, for a delegate's DEL without a record to
+// prove it by, only if it holds a netns that cannot be another's: not the
+// plugin's own (a /proc/<pid>/ns/net whose pid a host process reused) and
+// not one that another attachment's record or tombstone in st names (the pid
+// now belongs to another pod). Else "": the main plugin's DEL deletes
+// CNI_IFNAME in whatever netns it gets (bridge and ptp do, before skel's own
+// check), so a delegate is never handed a leftover file, a path that cannot
+// be examined, or a netns that is provably not this attachment's. st may be
+// nil (state unusable): only the own-netns rule applies then.
+func unrecordedNetns(log *slog.Logger, st *store.Store, key record.Key, path string) string {
 	if path == "" {
 		return ""
 	}
-	if _, err := nsident.OfPath(path); err != nil {
+	id, err := nsident.OfPath(path)
+	if err != nil {
 		return ""
+	}
+	if own, err := nsident.Current(); err != nil || own == id {
+		log.Warn("no record; CNI_NETNS is the plugin's own netns (a reused path): the main plugin's DEL runs without a netns", "path", path, "err", err)
+		return ""
+	}
+	if st == nil {
+		return path
+	}
+	records, tombstones, _ := st.ReadOnly().Entries()
+	for _, e := range append(records, tombstones...) {
+		r := e.Record
+		if r.Netns == id && r.Key.ContainerID != key.ContainerID {
+			log.Warn("no record; CNI_NETNS holds another attachment's netns (a reused path): the main plugin's DEL runs without a netns",
+				"path", path, "owner", r.Key.String())
+			return ""
+		}
 	}
 	return path
 }

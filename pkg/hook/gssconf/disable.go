@@ -40,7 +40,7 @@ func Assignments(content []byte) ([]Assignment, error) {
 	}
 	var out []Assignment
 	for i, line := range splitLines(string(text)) {
-		body := trimEOL(line)
+		body := cutNUL(trimEOL(line))
 		if v := parseLine(body); v >= 0 {
 			out = append(out, Assignment{Line: i + 1, Value: body[v:], True: IsTrue(body[v:])})
 		}
@@ -63,7 +63,7 @@ func Edits(content []byte) ([]Edit, error) {
 		off   = len(enc.bom) // raw offset of the current line
 	)
 	for i, line := range splitLines(string(text)) {
-		body := trimEOL(line)
+		body := cutNUL(trimEOL(line))
 		if v := parseLine(body); v >= 0 && IsTrue(body[v:]) {
 			value := strings.TrimRight(body[v:], blanks) // a true spelling: ASCII
 			start := off + enc.rawLen(body[:v])
@@ -138,13 +138,23 @@ func splitLines(s string) []string {
 	return lines
 }
 
-// trimEOL returns line without its "\n" or "\r\n".
-func trimEOL(line string) string {
-	if strings.HasSuffix(line, "\r\n") {
-		return line[:len(line)-2]
-	}
-	if strings.HasSuffix(line, "\n") {
-		return line[:len(line)-1]
+// cutNUL returns line up to its first NUL byte: gssproxy's parser
+// (ding-libs) handles a line's key and value as C strings, so what follows a
+// NUL is never part of them ("kernel_nfsd = yes\x00zz" is on for gssproxy
+// 0.9.1). Blanks before the NUL are then kept by gssproxy ("yes \x00" is
+// off), but IsTrue trims them: such a value is turned off too, which is
+// harmless.
+func cutNUL(line string) string {
+	if i := strings.IndexByte(line, 0); i >= 0 {
+		return line[:i]
 	}
 	return line
+}
+
+// trimEOL returns line without its "\n" or "\r\n".
+func trimEOL(line string) string {
+	if s, ok := strings.CutSuffix(line, "\r\n"); ok {
+		return s
+	}
+	return strings.TrimSuffix(line, "\n")
 }

@@ -77,6 +77,14 @@ func TestDisable(t *testing.T) {
 		{"kelvin sign in key", "\u212Aernel_nfsd = yes\n", "", 0},
 		{"kelvin sign and long s in upper-case key", "\u212AERNEL_NF\u017fD = yes\n", "", 0},
 		{"empty", "", "", 0},
+		// gssproxy's parser (ding-libs) works on C strings: a line ends, for
+		// the key and the value, at its first NUL byte. The real gssproxy
+		// 0.9.1 arms on "kernel_nfsd = yes\x00zz" (test/hook TestOracle).
+		{"NUL after the value", "kernel_nfsd = yes\x00zz\n", "kernel_nfsd = no \x00zz\n", 1},
+		{"NUL right after the value", "kernel_nfsd = 1\x00\n", "kernel_nfsd = 0\x00\n", 1},
+		{"NUL after blanks after the value", "kernel_nfsd = on \x00\n", "kernel_nfsd = no \x00\n", 1},
+		{"NUL before the value", "kernel_nfsd = \x00yes\n", "", 0},
+		{"NUL in the key", "kernel_nfsd\x00 = yes\n", "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
