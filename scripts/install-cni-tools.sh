@@ -9,7 +9,8 @@ plugins=${PLUGINS_VERSION:-v1.10.0}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 stamp="$dir/.versions"
-pkgs="main/bridge main/ptp main/dummy main/host-device ipam/host-local meta/tuning meta/portmap"
+# loopback: containerd runs it for every pod besides the configured network.
+pkgs="main/bridge main/ptp main/dummy main/host-device main/loopback ipam/host-local meta/tuning meta/portmap"
 want="cni=$cni plugins=$plugins static: $pkgs"
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
 	exit 0
