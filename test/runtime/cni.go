@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/test/runtime/cnicall"
 )
 
@@ -239,4 +240,19 @@ func (c *CNI) removeLoopbackCache() {
 			os.Remove(filepath.Join(resultCacheDir, "cni-loopback-"+k.ContainerID+"-lo"))
 		}
 	}
+}
+
+// Entries reads leakguard's state dir through the store's read-only view:
+// live records and tombstones (nothing is moved or removed).
+func (c *CNI) Entries(t testing.TB) (records, tombstones []store.Entry) {
+	t.Helper()
+	st, err := store.OpenReadOnly(c.StateDir)
+	if err != nil {
+		t.Fatalf("open leakguard state dir: %v", err)
+	}
+	records, tombstones, problems := st.Entries()
+	for _, p := range problems {
+		t.Errorf("leakguard state dir: %v", p)
+	}
+	return records, tombstones
 }
