@@ -71,6 +71,7 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 		}
 		p.removeOrphanPin(inv)
 		p.reapUnrecorded(inv, args.Netns)
+		dropOwnTombstones(inv.log, st, inv.key)
 		forgotten = true
 		return nil
 	}
@@ -144,6 +145,30 @@ func (p *Plugin) forget(log *slog.Logger, st *store.Store, rec *record.Record, f
 	}
 	*forgotten = true
 	return nil
+}
+
+// dropOwnTombstones serves a repeated DEL of an attachment whose earlier DEL
+// left the host side to the main plugin (containerd's RemovePodSandbox after
+// StopPodSandbox): the tombstones of this key whose links are all gone are
+// dropped now, rather than left for GC, which containerd never runs, or for
+// the bounded sweep. A tombstone whose links remain is kept for GC and the
+// scan: the netns may have leaked after all.
+func dropOwnTombstones(log *slog.Logger, st *store.Store, k record.Key) {
+	tombs, problems := st.TombstonesOf(k)
+	for _, err := range problems {
+		log.Warn("tombstone discarded", "reason", err)
+	}
+	for _, t := range tombs {
+		if linksRemain(nil, t.Record.HostLinks) {
+			log.Info("tombstone kept: its host links remain", "path", t.Path)
+			continue
+		}
+		if err := st.RemoveFile(t.Path); err != nil {
+			log.Warn("cannot drop tombstone", "path", t.Path, "err", err)
+			continue
+		}
+		log.Debug("tombstone dropped: its host links are gone", "path", t.Path)
+	}
 }
 
 // removeOrphanPin removes a pin left without a record (the record was lost or

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
@@ -124,4 +127,52 @@ func saveTombstone(t *testing.T, st *store.Store, r *record.Record) error {
 	defer l.Release(false)
 	_, err = st.Tombstone(r.Key)
 	return err
+}
+
+// containerd's order: StopPodSandbox's DEL finds the netns alive (tombstone
+// kept), the main plugin removes the veth, RemovePodSandbox's DEL comes with
+// CNI_NETNS="" and no record. That repeated DEL drops the attachment's own
+// tombstone once its links are gone (containerd never runs GC), keeps it
+// while they remain, and leaves other attachments' tombstones alone.
+func TestRepeatedDelDropsOwnTombstone(t *testing.T) {
+	f := newFixture(t)
+	f.add("1.1.0")
+	g := f.sibling() // another pod, tombstoned, links gone too: not this DEL's
+	g.add("1.1.0")
+	for _, p := range []*fixture{f, g} {
+		if err := p.del(p.podPath, "1.1.0", p.prevResult()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(tombstones(t, f.stateDir)); n != 2 {
+		t.Fatalf("want two tombstones after the alive DELs, got %d", n)
+	}
+
+	// Links still there (the main plugin has not cleaned up): kept.
+	if err := f.del("", "1.1.0", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tombstones(t, f.stateDir)); n != 2 {
+		t.Fatalf("a tombstone whose links remain must be kept, %d left", n)
+	}
+
+	for _, p := range []*fixture{f, g} {
+		inNS(t, p.node, func() error { return netlink.LinkDel(p.nodeLink(p.hostVeth.Name)) })
+	}
+	if err := f.del("", "1.1.0", nil); err != nil {
+		t.Fatal(err)
+	}
+	left := tombstones(t, f.stateDir)
+	if len(left) != 1 || !strings.Contains(filepath.Base(left[0]), g.cid) {
+		t.Fatalf("want only the other pod's tombstone left, got %v", left)
+	}
+	ents, err := os.ReadDir(f.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			t.Fatalf("nothing of the deleted attachment should be left, found %s", e.Name())
+		}
+	}
 }

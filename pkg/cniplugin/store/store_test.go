@@ -293,3 +293,33 @@ func TestReadOnlyStoreChangesNothing(t *testing.T) {
 		t.Fatal("OpenReadOnly must not create a missing dir")
 	}
 }
+
+// TombstonesOf reads exactly one key's tombstones: a key whose name ends
+// like another's ("a-lg_..." vs "lg_...") is not taken for it.
+func TestTombstonesOfOneKey(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(network string) *record.Record {
+		return &record.Record{Schema: record.Schema, Key: record.Key{Network: network, ContainerID: "c1", IfName: "eth0"},
+			BootID: st.BootID(), Created: time.Now(), Updated: time.Now(), Netns: nsident.Identity{Dev: 1, Ino: 2}}
+	}
+	for _, n := range []string{"lg", "a-lg", "lg"} {
+		if _, err := st.SaveTombstone(mk(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, problems := st.TombstonesOf(mk("lg").Key)
+	if len(problems) != 0 || len(got) != 2 {
+		t.Fatalf("want the two tombstones of lg/c1/eth0, got %d (problems %v)", len(got), problems)
+	}
+	for _, e := range got {
+		if e.Record.Network != "lg" || e.Record.TombstonedAt == nil {
+			t.Fatalf("wrong tombstone %s: %+v", e.Path, e.Record.Key)
+		}
+	}
+	if got, _ := st.TombstonesOf(record.Key{Network: "none", ContainerID: "c1", IfName: "eth0"}); len(got) != 0 {
+		t.Fatalf("no tombstone of another key expected, got %d", len(got))
+	}
+}
