@@ -122,7 +122,7 @@ func WriteArchives(dir string, spec ImageSpec) (Image, error) {
 	}
 	err = lp.AppendImage(img,
 		layout.WithAnnotations(map[string]string{
-			"io.containerd.image.name":         spec.Name,
+			"io.containerd.image.name":          spec.Name,
 			"org.opencontainers.image.ref.name": tag.TagStr(),
 		}),
 		layout.WithPlatform(v1.Platform{OS: "linux", Architecture: goruntime.GOARCH}))
