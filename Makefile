@@ -10,6 +10,9 @@ CNI_BIN   := $(CURDIR)/.cache/cni/bin
 # The linter make test runs, built from the Go module proxy (rules in .golangci.yml).
 LINT_VERSION    ?= v2.15.0
 TOOLS     := $(CURDIR)/.cache/tools
+# containerd, crictl and cri-dockerd for the runtime tests (test/cri), at the
+# versions scripts/install-runtime-tools.sh pins, one dir per tool and version.
+RUNTIME_CACHE := $(CURDIR)/.cache/runtime
 
 DESTDIR   ?=
 CNI_BIN_DIR  ?= /opt/cni/bin
@@ -23,8 +26,9 @@ GOFLAGS_BUILD := -trimpath -ldflags=-s\ -w
 
 export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
+export LEAKGUARD_RUNTIME_CACHE := $(RUNTIME_CACHE)
 
-.PHONY: all build test-bins test-deps test vet fmt-check shellcheck lint demo bench fuzz stress install clean
+.PHONY: all build test-bins test-deps runtime-deps test vet fmt-check shellcheck lint demo bench fuzz stress install clean
 
 all: build
 
@@ -40,6 +44,11 @@ test-bins:
 # cnitool and the reference plugins, built from the Go module proxy at pinned versions.
 test-deps:
 	CNI_VERSION=$(CNI_VERSION) PLUGINS_VERSION=$(PLUGINS_VERSION) scripts/install-cni-tools.sh $(CNI_BIN)
+
+# containerd + shim + ctr, crictl and cri-dockerd, built from the Go module
+# proxy (cold: several minutes; cached by version under .cache/runtime).
+runtime-deps:
+	scripts/install-runtime-tools.sh $(RUNTIME_CACHE) >/dev/null
 
 vet:
 	$(GO) vet ./...
@@ -60,7 +69,7 @@ lint: $(TOOLS)/golangci-lint-$(LINT_VERSION)
 	$(TOOLS)/golangci-lint-$(LINT_VERSION) run ./...
 
 # -race needs cgo: tests are built with it, the shipped binaries without.
-test: build test-bins test-deps vet fmt-check shellcheck lint
+test: build test-bins test-deps runtime-deps vet fmt-check shellcheck lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 demo: build test-bins test-deps
