@@ -7,6 +7,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
+	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
@@ -151,16 +152,20 @@ func (p *Plugin) forget(log *slog.Logger, st *store.Store, rec *record.Record, f
 // left the host side to the main plugin (containerd's RemovePodSandbox after
 // StopPodSandbox): the tombstones of this key whose links are all gone are
 // dropped now, rather than left for GC, which containerd never runs, or for
-// the bounded sweep. A tombstone whose links remain is kept for GC and the
-// scan: the netns may have leaked after all.
+// the bounded sweep. The sweep's rules apply: a tombstone whose links remain
+// (or cannot be checked) is kept for GC and the scan, the netns may have
+// leaked after all; a doomed netns's is kept for the boot.
 func dropOwnTombstones(log *slog.Logger, st *store.Store, k record.Key) {
 	tombs, problems := st.TombstonesOf(k)
 	for _, err := range problems {
 		log.Warn("tombstone discarded", "reason", err)
 	}
 	for _, t := range tombs {
-		if linksRemain(nil, t.Record.HostLinks) {
-			log.Info("tombstone kept: its host links remain", "path", t.Path)
+		if t.Record.GSSProxyArmed {
+			continue
+		}
+		if remain, err := podlink.Remains(nil, t.Record.HostLinks); remain || err != nil {
+			log.Info("tombstone kept: its host links remain", "path", t.Path, "err", err)
 			continue
 		}
 		if err := st.RemoveFile(t.Path); err != nil {
