@@ -76,7 +76,7 @@ func TestContainerdPodLifecycle(t *testing.T) {
 			t.Fatalf("stopp: want DELs with the pod netns still mounted, rc 0, got %s", describeCalls(dels))
 		}
 	}
-	stopMsgs := logMessages(t, cni, pod.ID, "DEL")
+	stopMsgs := delMessages(t, cni, pod.ID)
 	if !containsMsg(stopMsgs, "netns alive: host side left to the main plugin") || containsMsg(stopMsgs, "reaped") {
 		t.Fatalf("stopp: leakguard should find the netns alive and leave the host side to bridge; it logged %q", stopMsgs)
 	}
@@ -100,7 +100,7 @@ func TestContainerdPodLifecycle(t *testing.T) {
 	if dels[2].Plugin != "leakguard" {
 		t.Fatalf("rmp: leakguard's DEL should run first, got %s", describeCalls(dels[2:]))
 	}
-	allMsgs := logMessages(t, cni, pod.ID, "DEL")
+	allMsgs := delMessages(t, cni, pod.ID)
 	for _, m := range allMsgs[len(stopMsgs):] {
 		if strings.HasPrefix(m, "reaped") || strings.HasPrefix(m, "deleted") || strings.Contains(m, "not reaped") {
 			t.Fatalf("rmp: the second DEL must not act again, leakguard logged %q", m)
@@ -169,7 +169,7 @@ func TestContainerdLeak(t *testing.T) {
 			if linkExists(t, veth) {
 				t.Fatalf("host veth %s is still there after stopp: leakguard should have reaped it", veth.Attrs().Name)
 			}
-			msgs := logMessages(t, cni, pod.ID, "DEL")
+			msgs := delMessages(t, cni, pod.ID)
 			reaped := false
 			for _, rec := range cni.LeakguardLogLines(t, pod.ID) {
 				if rec["msg"] == "reaped host link of gone netns" && rec["netns"] == "gone" &&
@@ -216,7 +216,7 @@ func TestContainerdStatus(t *testing.T) {
 	if err := os.Chmod(cni.StateDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	assertNetworkNotReady(t, ctd, cni, "state dir "+cni.StateDir+" unusable", "must be private")
+	assertNetworkNotReady(t, ctd, "state dir "+cni.StateDir+" unusable", "must be private")
 	if err := os.Chmod(cni.StateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestContainerdStatus(t *testing.T) {
 	if err := os.WriteFile(cni.StateDir, []byte("not a dir"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	assertNetworkNotReady(t, ctd, cni, "state dir "+cni.StateDir+" unusable", "not a directory")
+	assertNetworkNotReady(t, ctd, "state dir "+cni.StateDir+" unusable", "not a directory")
 	if err := os.Remove(cni.StateDir); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func assertNetworkReady(t *testing.T, ctd *rt.Containerd, when string) {
 	}
 }
 
-func assertNetworkNotReady(t *testing.T, ctd *rt.Containerd, cni *rt.CNI, wants ...string) {
+func assertNetworkNotReady(t *testing.T, ctd *rt.Containerd, wants ...string) {
 	t.Helper()
 	c := ctd.Crictl.Condition(t, "NetworkReady")
 	if c.Status {

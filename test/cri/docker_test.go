@@ -91,7 +91,7 @@ func TestDockerLeak(t *testing.T) {
 			}
 			if why != "CNI_NETNS is empty" {
 				t.Fatalf("leakguard's log should say it reaped %s because CNI_NETNS is empty; it logged %q",
-					veth.Attrs().Name, logMessages(t, cni, pod.ID, "DEL"))
+					veth.Attrs().Name, delMessages(t, cni, pod.ID))
 			}
 			if err := d.Crictl.RemovePod(pod.ID); err != nil {
 				t.Fatal(err)

@@ -38,7 +38,7 @@ func TestDockerPodLifecycle(t *testing.T) {
 			t.Fatalf("stopp: want DELs with CNI_NETNS=%s (the sandbox still runs), rc 0, got %s", netnsPath, describeCalls(dels))
 		}
 	}
-	if msgs := logMessages(t, cni, pod.ID, "DEL"); !containsMsg(msgs, "netns alive: host side left to the main plugin") || containsMsg(msgs, "reaped") {
+	if msgs := delMessages(t, cni, pod.ID); !containsMsg(msgs, "netns alive: host side left to the main plugin") || containsMsg(msgs, "reaped") {
 		t.Fatalf("stopp: leakguard should find the netns alive and leave the host side to bridge; it logged %q", msgs)
 	}
 	if linkExists(t, veth) {

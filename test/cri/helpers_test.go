@@ -40,12 +40,6 @@ func linkExists(t *testing.T, want netlink.Link) bool {
 	return l.Attrs().Name == want.Attrs().Name
 }
 
-// delCalls returns the DEL calls of plugin for the pod, in order.
-func delCalls(t *testing.T, cni *rt.CNI, plugin, podID string) []cnicall.Call {
-	t.Helper()
-	return cni.CallsFor(t, plugin, "DEL", podID)
-}
-
 // chainDELs returns the DELs of the chain's plugins for a pod (loopback and
 // IPAM excluded), in the order they ran.
 func chainDELs(t *testing.T, cni *rt.CNI, podID string) []cnicall.Call {
@@ -67,12 +61,12 @@ func describeCalls(calls []cnicall.Call) string {
 	return b.String()
 }
 
-// logMessages returns the messages leakguard logged for a pod's DELs.
-func logMessages(t *testing.T, cni *rt.CNI, podID, cmd string) []string {
+// delMessages returns the messages leakguard logged for a pod's DELs.
+func delMessages(t *testing.T, cni *rt.CNI, podID string) []string {
 	t.Helper()
 	var out []string
 	for _, rec := range cni.LeakguardLogLines(t, podID) {
-		if rec["cmd"] == cmd {
+		if rec["cmd"] == "DEL" {
 			msg, _ := rec["msg"].(string)
 			out = append(out, msg)
 		}

@@ -73,11 +73,11 @@ func NewCNI(t testing.TB, tools Tools, net *Network, dir string, opts ChainOptio
 		}
 	}
 	for _, name := range spiedPlugins {
-		real := tools.ReferencePlugin(name)
+		target := tools.ReferencePlugin(name)
 		if name == "leakguard" {
-			real = tools.Leakguard()
+			target = tools.Leakguard()
 		}
-		if err := os.Symlink(real, filepath.Join(c.BinDir, cnicall.SpyDir, name)); err != nil {
+		if err := os.Symlink(target, filepath.Join(c.BinDir, cnicall.SpyDir, name)); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Symlink(tools.TestBinary("cnispy"), filepath.Join(c.BinDir, name)); err != nil {
@@ -199,7 +199,7 @@ func (c *CNI) LeakguardLogLines(t testing.TB, containerID string) []map[string]a
 func (c *CNI) StateEntries(t testing.TB) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(c.StateDir, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(c.StateDir, func(p string, _ os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -244,7 +244,7 @@ func (c *CNI) removeLoopbackCache() {
 
 // Entries reads leakguard's state dir through the store's read-only view:
 // live records and tombstones (nothing is moved or removed).
-func (c *CNI) Entries(t testing.TB) (records, tombstones []store.Entry) {
+func (c *CNI) Entries(t testing.TB) ([]store.Entry, []store.Entry) {
 	t.Helper()
 	st, err := store.OpenReadOnly(c.StateDir)
 	if err != nil {

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -105,6 +104,3 @@ func (d *daemon) waitUntil(timeout time.Duration, ready func() error) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// errNotYet is what a readiness probe returns while it waits.
-var errNotYet = errors.New("not yet")

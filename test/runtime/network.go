@@ -10,10 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 )
 
 // Network is a pod network of the host netns no one else on the machine
@@ -122,7 +121,7 @@ func routedOnHost(p netip.Prefix) (bool, error) {
 
 // HostVeths lists the host veths enslaved to the network's bridge.
 func (n *Network) HostVeths() ([]netlink.Link, error) {
-	br, err := netlink.LinkByName(n.Bridge)
+	br, err := netlinksafe.LinkByName(n.Bridge)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
 		return nil, nil
 	}
@@ -155,7 +154,7 @@ func (n *Network) removeLinks() error {
 			errs = append(errs, fmt.Errorf("delete veth %s: %w", v.Attrs().Name, err))
 		}
 	}
-	if br, err := netlink.LinkByName(n.Bridge); err == nil {
+	if br, err := netlinksafe.LinkByName(n.Bridge); err == nil {
 		if err := netlink.LinkDel(br); err != nil {
 			errs = append(errs, fmt.Errorf("delete bridge %s: %w", n.Bridge, err))
 		}

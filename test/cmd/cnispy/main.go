@@ -31,7 +31,7 @@ const maxStderr = 4096
 func main() {
 	self := os.Args[0]
 	dir, name := filepath.Dir(self), filepath.Base(self)
-	real := filepath.Join(dir, cnicall.SpyDir, name)
+	target := filepath.Join(dir, cnicall.SpyDir, name)
 
 	stdin, err := io.ReadAll(os.Stdin)
 	if err != nil {
@@ -58,7 +58,7 @@ func main() {
 	}
 
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(real, os.Args[1:]...)
+	cmd := exec.Command(target, os.Args[1:]...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.Stdout = &stdout
 	cmd.Stderr = io.MultiWriter(os.Stderr, &capped{buf: &stderr, max: maxStderr})
@@ -71,7 +71,7 @@ func main() {
 		c.ExitCode = exit.ExitCode()
 	case err != nil:
 		c.ExitCode = 127
-		fmt.Fprintf(&stderr, "cnispy: run %s: %v", real, err)
+		fmt.Fprintf(&stderr, "cnispy: run %s: %v", target, err)
 	}
 	if c.ExitCode != 0 || c.Command != "ADD" {
 		c.Stdout = truncate(stdout.String(), maxStderr) // errors and VERSION
@@ -85,7 +85,7 @@ func main() {
 }
 
 // netnsState tells what CNI_NETNS was when the runtime called.
-func netnsState(path string) (state, inode string) {
+func netnsState(path string) (string, string) {
 	if path == "" {
 		return cnicall.NetnsEmpty, ""
 	}
