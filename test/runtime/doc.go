@@ -13,7 +13,23 @@
 //     and leakguard state dir, and writes the bridge (+ leakguard) conflist.
 //   - BuildImages writes the pause and busybox test images offline, as OCI
 //     archives (for ctr) and docker-save archives (for docker load).
-//   - StartContainerd and StartDocker start the runtimes; Crictl drives them.
+//   - StartContainerd and StartDocker start the runtimes (containerd can be
+//     stopped and started again, its NRI socket and plugin dirs are private);
+//     their Crictl runs pods and containers, execs, inspects and reads the
+//     runtime's status conditions.
+//   - HoldNetns keeps a pod netns alive as the auth_rpcgss bug does (a socket
+//     inside it), RemoveNetnsPath removes a runtime's bind mount of it.
+//
+// A typical test:
+//
+//	net := runtime.NewNetwork(t)
+//	cni := runtime.NewCNI(t, tools, net, t.TempDir(), runtime.ChainOptions{Leakguard: true})
+//	ctd := runtime.StartContainerd(t, tools, runtime.ContainerdOptions{CNI: cni})
+//	ctd.ImportImages(t, images.Pause, images.Busybox)
+//	pod := ctd.Crictl.RunPod(t, runtime.PodSpec{})
+//	id := ctd.Crictl.RunContainer(t, pod, runtime.ContainerSpec{Command: []string{"sleep", "60"}})
+//	out, err := ctd.Crictl.Exec(id, "cat", "/etc/hostname")
+//	calls, err := cni.Calls() // every CNI call the runtime made
 //
 // Everything started is stopped and removed when the test ends, failed or
 // not (t.Cleanup): pods, daemons, shims, container processes, mounts, netns
