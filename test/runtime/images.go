@@ -3,6 +3,7 @@ package runtime
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"io"
 	"io/fs"
@@ -167,11 +168,30 @@ func PauseSpec(pauseBin string) (ImageSpec, error) {
 	if err != nil {
 		return ImageSpec{}, fmt.Errorf("pause binary: %w", err)
 	}
+	if err := mustBeStatic(pauseBin, data); err != nil {
+		return ImageSpec{}, err
+	}
 	return ImageSpec{
 		Name:       PauseImage,
 		Files:      []File{{Path: "/pause", Mode: 0o755, Data: data}},
 		Entrypoint: []string{"/pause"},
 	}, nil
+}
+
+// mustBeStatic refuses a binary that needs a dynamic loader: the image holds
+// nothing else (build test/cmd with CGO_ENABLED=0, as make does).
+func mustBeStatic(path string, data []byte) error {
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked: build it with CGO_ENABLED=0", path)
+		}
+	}
+	return nil
 }
 
 // busyboxPath is Debian's busybox-static (a static binary: the image has
@@ -185,6 +205,9 @@ func BusyboxSpec(imageName string, extra ...File) (ImageSpec, error) {
 	data, err := os.ReadFile(busyboxPath)
 	if err != nil {
 		return ImageSpec{}, fmt.Errorf("static busybox (apt-get install busybox-static): %w", err)
+	}
+	if err := mustBeStatic(busyboxPath, data); err != nil {
+		return ImageSpec{}, fmt.Errorf("%w (install busybox-static, not busybox)", err)
 	}
 	out, err := exec.Command(busyboxPath, "--list").Output()
 	if err != nil {
