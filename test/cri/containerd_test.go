@@ -97,6 +97,9 @@ func TestContainerdPodLifecycle(t *testing.T) {
 			t.Fatalf("rmp: want DELs with CNI_NETNS=\"\" and rc 0, got %s", describeCalls(dels[2:]))
 		}
 	}
+	if !dels[0].PrevResult || dels[2].PrevResult {
+		t.Fatalf("want stopp's DEL with the cached ADD result as prevResult and rmp's without (libcni drops its cache after a DEL), got %+v", dels)
+	}
 	if dels[2].Plugin != "leakguard" {
 		t.Fatalf("rmp: leakguard's DEL should run first, got %s", describeCalls(dels[2:]))
 	}
