@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/rescue"
@@ -21,6 +22,10 @@ import (
 // leakguard's DEL runs before the main plugin's: it records and reports
 // only.
 func (p *Plugin) checkDoomed(log *slog.Logger, rec *record.Record, path string, evacuate bool) {
+	if p.GSSFlagPath == "" && !gssModuleLoaded() {
+		log.Debug("auth_rpcgss not loaded: no netns can be doomed")
+		return
+	}
 	n, err := openRecorded(path, rec.Netns)
 	if err != nil {
 		log.Warn("doomed-netns check skipped", "err", err)
@@ -53,6 +58,15 @@ func (p *Plugin) checkDoomed(log *slog.Logger, rec *record.Record, path string, 
 	if err != nil {
 		log.Error("evacuation of doomed netns incomplete", "err", err)
 	}
+}
+
+// gssModuleLoaded reports whether auth_rpcgss is loaded: its per-netns init
+// creates the use-gss-proxy flag in every netns, the caller's included, so
+// without it in ours no netns can hold an armed flag. One stat saves every
+// DEL on a node without the module (most nodes) from entering the pod netns.
+func gssModuleLoaded() bool {
+	var st unix.Stat_t
+	return unix.Stat(rescue.DefaultGSSFlagPath, &st) == nil
 }
 
 // openRecorded opens the netns at path and proves, on the open fd, that it
