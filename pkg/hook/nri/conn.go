@@ -1,0 +1,198 @@
+package nri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/containerd/nri/pkg/stub"
+)
+
+const (
+	defaultBackoffMin = 100 * time.Millisecond
+	defaultBackoffMax = 2 * time.Second
+	// startTimeout bounds registration: the runtime allows 5 s for it and
+	// 2 s for Configure. A runtime that dies between the two leaves the stub
+	// waiting for ever; past this, the attempt is abandoned.
+	startTimeout = 10 * time.Second
+	// stableSession is how long a connection must last for the back-off to
+	// start again from its minimum: a runtime that accepts and drops the
+	// plugin at once is retried ever more slowly, never in a loop.
+	stableSession = 10 * time.Second
+)
+
+// Run serves the runtime until ctx is done. A pre-installed plugin serves
+// the connection it was started with and returns nil when the runtime
+// closes it (the runtime starts a new instance when it comes back). An
+// external plugin dials Options.Socket, and again with capped exponential
+// back-off whenever the dial fails or the connection is lost; it reports
+// each change of state once, retries only at debug level. Run returns a
+// *ConfigError when the plugin cannot run as configured.
+func (p *Plugin) Run(ctx context.Context) error {
+	defer p.logs.close()
+	defer p.LogStats("leakguard-nri stopped")
+	if p.opts.Preinstalled {
+		connected, err := p.session(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			return err
+		case connected:
+			p.log().Info("the runtime closed the connection; exiting (it starts the plugin again when it restarts)")
+		}
+		return nil
+	}
+
+	bo := backoff{min: p.opts.BackoffMin, max: p.opts.BackoffMax}
+	quiet := false // a failure to connect was reported; say nothing until connected
+	for attempt := 1; ; attempt++ {
+		begin := time.Now()
+		connected, err := p.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if ce := (*ConfigError)(nil); errors.As(err, &ce) {
+			return err
+		}
+		if connected {
+			if time.Since(begin) >= stableSession {
+				bo.reset()
+			}
+			p.log().Warn("lost the connection to the runtime; reconnecting with back-off", "socket", p.opts.Socket)
+			quiet, attempt = true, 0
+		}
+		delay := bo.next()
+		switch {
+		case err == nil:
+		case !quiet:
+			p.log().Warn("cannot connect to the runtime; retrying with back-off, reported again once connected",
+				"socket", p.opts.Socket, "error", err, "retry_in", delay.String())
+			quiet = true
+		default:
+			p.log().Debug("retrying the connection to the runtime", "socket", p.opts.Socket, "attempt", attempt,
+				"error", err, "retry_in", delay.String())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+// session makes one connection, registers, and serves it until the runtime
+// closes it or ctx is done. connected says whether registration succeeded.
+func (p *Plugin) session(ctx context.Context) (connected bool, _ error) {
+	closed := make(chan struct{})
+	var once sync.Once
+	opts := []stub.Option{
+		stub.WithLogger(stubLogger{&p.logs}),
+		stub.WithOnClose(func() { once.Do(func() { close(closed) }) }),
+	}
+	var dialed dialedConn
+	if !p.opts.Preinstalled {
+		// A pre-installed plugin gets its index and name from the runtime
+		// (NRI_PLUGIN_IDX/NAME): the stub refuses a second index.
+		opts = append(opts, stub.WithSocketPath(p.opts.Socket), stub.WithPluginName(p.opts.Name),
+			stub.WithPluginIdx(p.opts.Idx), stub.WithDialer(dialed.dial))
+	}
+	s, err := stub.New(p, opts...)
+	if err != nil {
+		return false, &ConfigError{fmt.Errorf("cannot create the NRI plugin: %w", err)}
+	}
+
+	started := make(chan error, 1)
+	go func() { started <- s.Start(ctx) }()
+	select {
+	case err = <-started:
+	case <-time.After(startTimeout):
+		err = fmt.Errorf("registration with the runtime did not complete within %s", startTimeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		// Unblocks a Start still waiting on the connection; one stuck on a
+		// runtime that vanished mid-registration is left behind.
+		dialed.close()
+		p.disconnected()
+		return false, err
+	}
+
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		s.Stop()
+	}
+	s.Wait()
+	p.disconnected()
+	return true, nil
+}
+
+// connected is called once the runtime has configured the plugin, before it
+// sends Synchronize or any event.
+func (p *Plugin) connected(runtime, version string) {
+	p.stats.connects.Add(1)
+	p.conn.set(true)
+	mode, socket := "external", p.opts.Socket
+	if p.opts.Preinstalled {
+		mode, socket = "pre-installed", "(connection from the runtime)"
+	}
+	p.log().Info("connected to the runtime", "runtime", runtime, "runtime_version", version,
+		"mode", mode, "socket", socket)
+}
+
+func (p *Plugin) disconnected() {
+	if up, _ := p.conn.get(); up {
+		p.conn.set(false)
+		p.stats.disconnects.Add(1)
+	}
+}
+
+// dialedConn keeps the connection the stub dials, to close it when an
+// attempt is abandoned.
+type dialedConn struct {
+	mu sync.Mutex
+	c  net.Conn
+}
+
+func (d *dialedConn) dial(path string) (net.Conn, error) {
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		d.mu.Lock()
+		d.c = c
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+func (d *dialedConn) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.c != nil {
+		d.c.Close()
+	}
+}
+
+// backoff is a capped exponential delay.
+type backoff struct{ min, max, cur time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.min <= 0 {
+		b.min = defaultBackoffMin
+	}
+	if b.max <= 0 {
+		b.max = defaultBackoffMax
+	}
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }
