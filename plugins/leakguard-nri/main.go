@@ -113,7 +113,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (nri.Opt
 		}
 		return o, nil
 	}
-	o.Preinstalled = true
+	o.Preinstalled, o.Idx, o.Name = true, idx, name
 	for _, f := range []string{"socket", "idx", "name"} {
 		if set[f] {
 			return o, fmt.Errorf("--%s cannot be used when the runtime starts the plugin (%s is set): the runtime gives the connection, index and name", f, api.PluginSocketEnvVar)

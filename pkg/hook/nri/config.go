@@ -52,7 +52,8 @@ type Options struct {
 	Preinstalled bool
 	// Socket is the runtime's NRI socket an external plugin dials.
 	Socket string
-	// Idx (two digits) and Name identify an external plugin to the runtime.
+	// Idx (two digits) and Name identify an external plugin to the runtime;
+	// a pre-installed one's come from the runtime (set here for the log).
 	Idx, Name string
 	// Stderr receives the log when Settings.LogFile is empty, and errors.
 	Stderr io.Writer

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/leakguard/leakguard/pkg/hook/nri"
+	"github.com/leakguard/leakguard/test/nritest"
 )
 
 // CheckHook accepts only what the runtime can execute as root without
@@ -66,7 +67,7 @@ func TestCheckHook(t *testing.T) {
 // pre-installed plugin leaves the hook check to Configure and ignores the
 // external identity, which the runtime provides.
 func TestOptionsValidate(t *testing.T) {
-	hook := fakeHook(t)
+	hook := nritest.FakeHook(t)
 	ok := nri.Options{Settings: nri.Settings{HookPath: hook}, Socket: "/run/nri/nri.sock", Idx: "10", Name: "leakguard-nri", Stderr: io.Discard}
 	tests := []struct {
 		name string
@@ -123,7 +124,7 @@ func TestParseLevel(t *testing.T) {
 // command line; anything wrong in it (or a hook that is unusable) fails
 // Configure with a *ConfigError, which the runtime logs.
 func TestConfigureDropIn(t *testing.T) {
-	hook := fakeHook(t)
+	hook := nritest.FakeHook(t)
 	logFile := filepath.Join(t.TempDir(), "nri.log")
 	tests := []struct {
 		name, dropIn, want string

@@ -142,7 +142,7 @@ func (p *Plugin) connected(runtime, version string) {
 		mode, socket = "pre-installed", "(connection from the runtime)"
 	}
 	p.log().Info("connected to the runtime", "runtime", runtime, "runtime_version", version,
-		"mode", mode, "socket", socket)
+		"mode", mode, "socket", socket, "id", p.opts.Idx+"-"+p.opts.Name)
 }
 
 func (p *Plugin) disconnected() {

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 
 	"github.com/leakguard/leakguard/pkg/hook/nri"
+	"github.com/leakguard/leakguard/test/nritest"
 )
 
 // wantHook fails unless resp adds exactly the leakguard hook, at createRuntime
@@ -47,30 +48,30 @@ func wantNoHook(t *testing.T, resp *api.CreateContainerResponse) {
 func TestRegisterSyncInject(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "nri.sock")
-	hook := fakeHook(t)
+	hook := nritest.FakeHook(t)
 	already := &api.Hooks{CreateRuntime: []*api.Hook{{Path: "/opt/other/leakguard-hook", Args: []string{"leakguard-hook"}}}}
-	rt := startRuntime(t, sock, []*api.Container{running("old-1", nil), running("old-2", already)})
+	rt := nritest.Start(t, sock, []*api.Container{nritest.Running("old-1", nil), nritest.Running("old-2", already)})
 	pl := startPlugin(t, sock, nri.Settings{HookPath: hook, HookConfig: "/etc/leakguard/custom.json"})
-	rt.waitPlugins(1, 5*time.Second)
+	rt.WaitJoined(1, 5*time.Second)
 
 	st := pl.p.Stats()
 	if !st.Connected || st.Connects != 1 || st.Missed != 2 || st.MissedUnhooked != 1 {
 		t.Fatalf("after the first sync: %+v; want connected, 1 connect, 2 missed, 1 unhooked", st)
 	}
-	if warn := pl.log.lines(t, "not protected by leakguard-hook"); len(warn) != 1 || warn[0]["container"] != "old-1" || warn[0]["level"] != "WARN" {
+	if warn := pl.log.Lines(t, "not protected by leakguard-hook"); len(warn) != 1 || warn[0]["container"] != "old-1" || warn[0]["level"] != "WARN" {
 		t.Fatalf("want one WARN line for old-1, got %v", warn)
 	}
-	if info := pl.log.lines(t, "its spec runs leakguard-hook"); len(info) != 1 || info[0]["container"] != "old-2" {
+	if info := pl.log.Lines(t, "its spec runs leakguard-hook"); len(info) != 1 || info[0]["container"] != "old-2" {
 		t.Fatalf("want one line for old-2 (hooked), got %v", info)
 	}
 
-	resp, err := rt.create("new-1", nil)
+	resp, err := rt.Create("new-1", nil)
 	if err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}
 	wantHook(t, resp, hook, "leakguard-hook", "--config", "/etc/leakguard/custom.json")
 
-	resp, err = rt.create("new-2", already)
+	resp, err = rt.Create("new-2", already)
 	if err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}
@@ -89,18 +90,18 @@ func TestRegisterSyncInject(t *testing.T) {
 func TestReconnect(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "nri.sock")
-	hook := fakeHook(t)
-	rt := startRuntime(t, sock, nil)
+	hook := nritest.FakeHook(t)
+	rt := nritest.Start(t, sock, nil)
 	pl := startPlugin(t, sock, nri.Settings{HookPath: hook})
-	rt.waitPlugins(1, 5*time.Second)
+	rt.WaitJoined(1, 5*time.Second)
 	for _, id := range []string{"before", "removed"} {
-		if _, err := rt.create(id, nil); err != nil {
+		if _, err := rt.Create(id, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rt.remove("removed")
+	rt.Remove("removed")
 
-	rt.stop()
+	rt.Stop()
 	waitFor(t, "the plugin to notice the runtime is gone", 5*time.Second, func() bool { return !pl.p.Stats().Connected })
 	if st := pl.p.Stats(); st.Disconnects != 1 || st.Missed != 0 {
 		t.Fatalf("after the runtime stopped: %+v", st)
@@ -109,27 +110,27 @@ func TestReconnect(t *testing.T) {
 
 	// The new instance lists what runs now: "before" (seen), "removed"
 	// (listed again to prove it was forgotten) and "away" (new to the plugin).
-	rt2 := startRuntime(t, sock, []*api.Container{running("before", nil), running("away", nil), running("removed", nil)})
-	rt2.waitPlugins(1, 5*time.Second)
+	rt2 := nritest.Start(t, sock, []*api.Container{nritest.Running("before", nil), nritest.Running("away", nil), nritest.Running("removed", nil)})
+	rt2.WaitJoined(1, 5*time.Second)
 	st := pl.p.Stats()
 	if !st.Connected || st.Connects != 2 || st.Missed != 2 || st.MissedUnhooked != 2 {
 		t.Fatalf("after reconnecting: %+v; want connected, 2 connects, 2 missed", st)
 	}
 	var missed []string
-	for _, l := range pl.log.lines(t, "started while leakguard-nri was away") {
+	for _, l := range pl.log.Lines(t, "started while leakguard-nri was away") {
 		missed = append(missed, l["container"].(string))
 	}
 	if strings.Join(missed, ",") != "away,removed" {
 		t.Fatalf("containers reported as started while away: %v; want away,removed", missed)
 	}
-	if n := len(pl.log.lines(t, "lost the connection")); n != 1 {
+	if n := len(pl.log.Lines(t, "lost the connection")); n != 1 {
 		t.Fatalf("want 1 'lost the connection' line, got %d", n)
 	}
-	if n := len(pl.log.lines(t, "cannot connect")); n != 0 {
+	if n := len(pl.log.Lines(t, "cannot connect")); n != 0 {
 		t.Fatalf("failed reconnects after a reported loss must stay at debug, got %d warnings", n)
 	}
 
-	resp, err := rt2.create("after", nil)
+	resp, err := rt2.Create("after", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,11 +142,11 @@ func TestReconnect(t *testing.T) {
 func TestSocketMissing(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "nri.sock")
-	pl := startPlugin(t, sock, nri.Settings{HookPath: fakeHook(t)})
+	pl := startPlugin(t, sock, nri.Settings{HookPath: nritest.FakeHook(t)})
 	time.Sleep(1500 * time.Millisecond)
 
-	warns := pl.log.lines(t, "cannot connect to the runtime")
-	retries := pl.log.lines(t, "retrying the connection")
+	warns := pl.log.Lines(t, "cannot connect to the runtime")
+	retries := pl.log.Lines(t, "retrying the connection")
 	if len(warns) != 1 || warns[0]["level"] != "WARN" {
 		t.Fatalf("want exactly one warning, got %v", warns)
 	}
@@ -163,9 +164,9 @@ func TestSocketMissing(t *testing.T) {
 		t.Fatal("connected without a runtime")
 	}
 
-	rt := startRuntime(t, sock, nil)
-	rt.waitPlugins(1, 5*time.Second)
-	if n := len(pl.log.lines(t, "connected to the runtime")); n != 1 {
+	rt := nritest.Start(t, sock, nil)
+	rt.WaitJoined(1, 5*time.Second)
+	if n := len(pl.log.Lines(t, "connected to the runtime")); n != 1 {
 		t.Fatalf("want one 'connected' line, got %d", n)
 	}
 }
@@ -177,16 +178,16 @@ func TestSocketMissing(t *testing.T) {
 func TestHookUnusableLater(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "nri.sock")
-	hook := fakeHook(t)
+	hook := nritest.FakeHook(t)
 	policy := filepath.Join(dir, "hook.json")
 	if err := os.WriteFile(policy, []byte(`{"mode":"privileged"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rt := startRuntime(t, sock, nil)
+	rt := nritest.Start(t, sock, nil)
 	pl := startPlugin(t, sock, nri.Settings{HookPath: hook, HookConfig: policy})
-	rt.waitPlugins(1, 5*time.Second)
+	rt.WaitJoined(1, 5*time.Second)
 
-	resp, err := rt.create("c1", nil)
+	resp, err := rt.Create("c1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,13 +197,13 @@ func TestHookUnusableLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"c2", "c3"} {
-		resp, err := rt.create(id, nil)
+		resp, err := rt.Create(id, nil)
 		if err != nil {
 			t.Fatalf("container %s failed while the hook is missing (fail-open): %v", id, err)
 		}
 		wantNoHook(t, resp)
 	}
-	skips := pl.log.lines(t, "created without leakguard-hook")
+	skips := pl.log.Lines(t, "created without leakguard-hook")
 	if len(skips) != 2 || skips[0]["container"] != "c2" || skips[1]["container"] != "c3" ||
 		!strings.Contains(skips[0]["error"].(string), "does not exist") {
 		t.Fatalf("want one skip line per container naming the reason, got %v", skips)
@@ -211,7 +212,7 @@ func TestHookUnusableLater(t *testing.T) {
 	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = rt.create("c4", nil)
+	resp, err = rt.Create("c4", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestHookUnusableLater(t *testing.T) {
 	if err := os.Chmod(hook, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = rt.create("c5", nil)
+	resp, err = rt.Create("c5", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,14 +232,14 @@ func TestHookUnusableLater(t *testing.T) {
 	if err := os.WriteFile(policy, []byte(`{"failClosed":true}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rt.create("c6", nil); err == nil || !strings.Contains(err.Error(), "failClosed") {
+	if _, err := rt.Create("c6", nil); err == nil || !strings.Contains(err.Error(), "failClosed") {
 		t.Fatalf("want the container refused under failClosed, got %v", err)
 	}
 	// A broken policy file never fails closed.
 	if err := os.WriteFile(policy, []byte(`{"failClosed":true,"mode":"nope"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = rt.create("c7", nil)
+	resp, err = rt.Create("c7", nil)
 	if err != nil {
 		t.Fatalf("an invalid policy must fail open: %v", err)
 	}
@@ -248,7 +249,7 @@ func TestHookUnusableLater(t *testing.T) {
 	if st.Injected != 2 || st.Skipped != 4 || st.Refused != 1 || !st.Connected {
 		t.Fatalf("stats %+v; want 2 injected, 4 skipped, 1 refused, still connected", st)
 	}
-	if l := pl.log.lines(t, "created without leakguard-hook"); l[len(l)-1]["policy_error"] == nil {
+	if l := pl.log.Lines(t, "created without leakguard-hook"); l[len(l)-1]["policy_error"] == nil {
 		t.Fatalf("the skip under a broken policy should carry policy_error: %v", l[len(l)-1])
 	}
 }
@@ -257,13 +258,13 @@ func TestHookUnusableLater(t *testing.T) {
 func TestCreateLatency(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "nri.sock")
-	rt := startRuntime(t, sock, nil)
-	pl := startPlugin(t, sock, nri.Settings{HookPath: fakeHook(t), LogLevel: "info"})
-	rt.waitPlugins(1, 5*time.Second)
+	rt := nritest.Start(t, sock, nil)
+	pl := startPlugin(t, sock, nri.Settings{HookPath: nritest.FakeHook(t), LogLevel: "info"})
+	rt.WaitJoined(1, 5*time.Second)
 	const n = 300
 	start := time.Now()
 	for i := range n {
-		if _, err := rt.create(fmt.Sprintf("c%d", i), nil); err != nil {
+		if _, err := rt.Create(fmt.Sprintf("c%d", i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
