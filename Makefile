@@ -36,6 +36,7 @@ build:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard ./plugins/leakguard
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard-hook ./plugins/leakguard-hook
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguardctl ./plugins/leakguardctl
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard-nri ./plugins/leakguard-nri
 
 # Binaries only used by tests, demo and benchmarks (e.g. the tke-eni-style main plugin).
 test-bins:
@@ -97,6 +98,7 @@ install: build
 	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(HOOK_DIR) $(DESTDIR)$(SBIN_DIR)
 	install -m 0755 $(BIN)/leakguard $(DESTDIR)$(CNI_BIN_DIR)/leakguard
 	install -m 0755 $(BIN)/leakguard-hook $(DESTDIR)$(HOOK_DIR)/leakguard-hook
+	install -m 0755 $(BIN)/leakguard-nri $(DESTDIR)$(HOOK_DIR)/leakguard-nri
 	install -m 0755 $(BIN)/leakguardctl $(DESTDIR)$(SBIN_DIR)/leakguardctl
 
 clean:

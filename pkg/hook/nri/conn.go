@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -142,7 +143,7 @@ func (p *Plugin) connected(runtime, version string) {
 		mode, socket = "pre-installed", "(connection from the runtime)"
 	}
 	p.log().Info("connected to the runtime", "runtime", runtime, "runtime_version", version,
-		"mode", mode, "socket", socket, "id", p.opts.Idx+"-"+p.opts.Name)
+		"mode", mode, "socket", socket, "id", p.opts.Idx+"-"+p.opts.Name, "pid", os.Getpid())
 }
 
 func (p *Plugin) disconnected() {

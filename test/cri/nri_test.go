@@ -1,0 +1,145 @@
+package cri
+
+import (
+	"testing"
+
+	rt "github.com/leakguard/leakguard/test/runtime"
+)
+
+// modes are the two ways leakguard-nri runs under containerd.
+var modes = []string{"external", "pre-installed"}
+
+// setUp starts containerd with leakguard-nri in mode and waits until
+// containerd has it in its list of plugins.
+func setUp(t *testing.T, mode string) (*nriHarness, *external) {
+	t.Helper()
+	h := startNRIContainerd(t)
+	var e *external
+	if mode == "pre-installed" {
+		h.preinstall(t)
+		// containerd starts the plugins in its plugin_path when it starts.
+		h.ctd.Stop(t)
+		h.ctd.Start(t)
+	} else {
+		e = h.startExternal(t)
+	}
+	h.waitJoined(t, 1)
+	return h, e
+}
+
+// TestNRIProtects: containerd creates containers through CRI (crictl, as
+// kubelet does) and leakguard-nri adds leakguard-hook to each, in both ways
+// of running. In a privileged container whose image carries an el7-style
+// gssproxy.conf and Debian's 24-nfs-server.conf, both with kernel_nfsd on,
+// every kernel_nfsd reads as off from inside the running container; an
+// unprivileged container of the same image sees the image's files
+// unchanged. The hook is in each spec once and ran once per container.
+func TestNRIProtects(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			h, _ := setUp(t, mode)
+			priv := h.ctd.Crictl.RunPod(t, rt.PodSpec{Privileged: true})
+			pc := h.runGss(t, priv, "gss-privileged", true)
+			h.wantProtected(t, pc)
+
+			unpriv := h.ctd.Crictl.RunPod(t, rt.PodSpec{})
+			uc := h.runGss(t, unpriv, "gss-unprivileged", false)
+			h.wantUntouched(t, uc)
+			runs := h.hookRuns(t, uc)
+			if len(runs) != 1 || runs[0]["decision"] != "skipped" || runs[0]["reason"] != "not privileged" {
+				t.Fatalf("unprivileged container: want one hook run that skipped it (not privileged), got %v", runs)
+			}
+			if hooks := h.specHooks(t, uc); len(hooks) != 1 || hooks[0] != "createRuntime:"+h.hook {
+				t.Fatalf("unprivileged container's spec hooks %v; want leakguard-hook once", hooks)
+			}
+
+			conn := h.pluginLines(t, "connected to the runtime")
+			if len(conn) != 1 || conn[0]["mode"] != mode || conn[0]["runtime"] != "containerd" || conn[0]["id"] != "10-leakguard-nri" {
+				t.Fatalf("want one %s connection to containerd as 10-leakguard-nri, got %v", mode, conn)
+			}
+			created := map[string]bool{}
+			for _, l := range h.pluginLines(t, "CreateContainer") {
+				if l["msg"] == "CreateContainer" {
+					created[l["container"].(string)] = l["hooked"] == true
+				}
+			}
+			if len(created) != 2 || !created[pc] || !created[uc] {
+				t.Fatalf("the plugin should have been asked about both containers and hooked both: %v", created)
+			}
+		})
+	}
+}
+
+// TestNRIContainerdRestart: containerd restarts, its containers keep
+// running. The external plugin reconnects (same process: the container it
+// saw is not reported), the pre-installed one is started again by containerd
+// (a new process: the earlier container is reported, with the hook in its
+// spec). Either way the next container is protected.
+func TestNRIContainerdRestart(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			h, _ := setUp(t, mode)
+			pod := h.ctd.Crictl.RunPod(t, rt.PodSpec{Privileged: true})
+			before := h.runGss(t, pod, "before", true)
+			h.wantProtected(t, before)
+
+			h.ctd.Stop(t)
+			if mode == "external" {
+				waitPluginLine(t, h, "lost the connection to the runtime", 1)
+			}
+			h.ctd.Start(t)
+			h.waitJoined(t, 2)
+
+			conn := h.pluginLines(t, "connected to the runtime")
+			if len(conn) != 2 {
+				t.Fatalf("want two connections, got %v", conn)
+			}
+			samePID := conn[0]["pid"] == conn[1]["pid"]
+			syncs := h.pluginLines(t, "synchronized with the runtime")
+			last := syncs[len(syncs)-1]
+			switch mode {
+			case "external":
+				if !samePID || last["missed"] != 0.0 {
+					t.Fatalf("external: want one process reconnecting and nothing missed, got %v and sync %v", conn, last)
+				}
+			case "pre-installed":
+				if samePID || last["missed"] != 1.0 || last["missed_unhooked"] != 0.0 {
+					t.Fatalf("pre-installed: want a new process that reports the running container as hooked, got %v and sync %v", conn, last)
+				}
+			}
+
+			after := h.runGss(t, pod, "after", true)
+			h.wantProtected(t, after)
+		})
+	}
+}
+
+// TestNRIPluginStopped: with the external plugin stopped, containers still
+// start (unprotected: nothing adds the hook); started again, the plugin
+// reports each container that started while it was away, and protects the
+// next one.
+func TestNRIPluginStopped(t *testing.T) {
+	h, e := setUp(t, "external")
+	pod := h.ctd.Crictl.RunPod(t, rt.PodSpec{Privileged: true})
+	e.stop(t)
+
+	away := h.runGss(t, pod, "while-away", true)
+	h.wantUntouched(t, away)
+	if runs := h.hookRuns(t, away); len(runs) != 0 {
+		t.Fatalf("no hook without the plugin, got %v", runs)
+	}
+
+	h.startExternal(t)
+	h.waitJoined(t, 2)
+	missed := h.pluginLines(t, "not protected by leakguard-hook")
+	if len(missed) != 1 || missed[0]["container"] != away || missed[0]["level"] != "WARN" {
+		t.Fatalf("want the container started while away reported once, as a warning, got %v", missed)
+	}
+	syncs := h.pluginLines(t, "synchronized with the runtime")
+	if last := syncs[len(syncs)-1]; last["missed"] != 1.0 || last["missed_unhooked"] != 1.0 {
+		t.Fatalf("sync after restart: %v; want 1 missed, unhooked", last)
+	}
+
+	back := h.runGss(t, pod, "back", true)
+	h.wantProtected(t, back)
+}
