@@ -37,7 +37,7 @@ var (
 
 // nriBinaries returns leakguard-hook and leakguard-nri: from
 // $LEAKGUARD_BIN_DIR (make test builds them) or built next to leakguard.
-func nriBinaries(t *testing.T) (hook, plugin string) {
+func nriBinaries(t testing.TB) (hook, plugin string) {
 	t.Helper()
 	nriBinsOnce.Do(func() {
 		dir := tools.CNI.Leakguard
@@ -73,7 +73,7 @@ func nriBinaries(t *testing.T) (hook, plugin string) {
 // gssproxyImage builds the image into a temp dir of the test: busybox plus
 // both configs. The Debian drop-in is the gssproxy package's own file
 // (.ci/run installs it).
-func gssproxyImage(t *testing.T) rt.Image {
+func gssproxyImage(t testing.TB) rt.Image {
 	t.Helper()
 	gssConfigsOnce.Do(func() {
 		root, err := cnitest.RepoRoot()
@@ -140,7 +140,7 @@ type nriHarness struct {
 	pluginLog  string
 }
 
-func startNRIContainerd(t *testing.T) *nriHarness {
+func startNRIContainerd(t testing.TB) *nriHarness {
 	t.Helper()
 	h := &nriHarness{}
 	h.hook, h.bin = nriBinaries(t)
@@ -170,7 +170,7 @@ func startNRIContainerd(t *testing.T) *nriHarness {
 // 10-leakguard-nri and writes its drop-in config from the example
 // conf/nri/10-leakguard-nri.conf, pointed at the test's hook, policy and
 // log. containerd starts it at its next start.
-func (h *nriHarness) preinstall(t *testing.T) {
+func (h *nriHarness) preinstall(t testing.TB) {
 	t.Helper()
 	root, err := cnitest.RepoRoot()
 	if err != nil {
@@ -200,7 +200,7 @@ type external struct {
 	done chan struct{}
 }
 
-func (h *nriHarness) startExternal(t *testing.T) *external {
+func (h *nriHarness) startExternal(t testing.TB) *external {
 	t.Helper()
 	cmd := exec.Command(h.bin, "--socket", h.ctd.NRISocket, "--hook-path", h.hook, "--hook-config", h.hookPolicy,
 		"--log-file", h.pluginLog, "--log-level", "debug")
@@ -215,7 +215,7 @@ func (h *nriHarness) startExternal(t *testing.T) *external {
 }
 
 // stop sends SIGTERM and waits for the exit (exit status 0 expected).
-func (e *external) stop(t *testing.T) {
+func (e *external) stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-e.done:
@@ -236,7 +236,7 @@ func (e *external) stop(t *testing.T) {
 }
 
 // pluginLines returns the plugin's log records whose msg contains substr.
-func (h *nriHarness) pluginLines(t *testing.T, substr string) []map[string]any {
+func (h *nriHarness) pluginLines(t testing.TB, substr string) []map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(h.pluginLog)
 	if err != nil && !os.IsNotExist(err) {
@@ -247,7 +247,7 @@ func (h *nriHarness) pluginLines(t *testing.T, substr string) []map[string]any {
 
 // waitJoined waits until containerd has the plugin in its list for the
 // n-th time since it started: its NRI logs that after Synchronize.
-func (h *nriHarness) waitJoined(t *testing.T, n int) {
+func (h *nriHarness) waitJoined(t testing.TB, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -270,7 +270,7 @@ func (h *nriHarness) waitJoined(t *testing.T, n int) {
 }
 
 // hookRuns returns the hook's log records for a container.
-func (h *nriHarness) hookRuns(t *testing.T, id string) []map[string]any {
+func (h *nriHarness) hookRuns(t testing.TB, id string) []map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(h.hookLog)
 	if err != nil && !os.IsNotExist(err) {
@@ -286,7 +286,7 @@ func (h *nriHarness) hookRuns(t *testing.T, id string) []map[string]any {
 }
 
 // runGss starts a container of the gssproxy image that sleeps, in pod.
-func (h *nriHarness) runGss(t *testing.T, pod *rt.Pod, name string, privileged bool) string {
+func (h *nriHarness) runGss(t testing.TB, pod *rt.Pod, name string, privileged bool) string {
 	t.Helper()
 	return h.ctd.Crictl.RunContainer(t, pod, rt.ContainerSpec{
 		Name: name, Image: GssproxyImage, Command: []string{"sleep", "3600"}, Privileged: privileged,
@@ -295,7 +295,7 @@ func (h *nriHarness) runGss(t *testing.T, pod *rt.Pod, name string, privileged b
 
 // specHooks returns the createRuntime and prestart hook paths of a
 // container's OCI spec, as containerd stored it (`crictl inspect`).
-func (h *nriHarness) specHooks(t *testing.T, id string) []string {
+func (h *nriHarness) specHooks(t testing.TB, id string) []string {
 	t.Helper()
 	out := h.ctd.Crictl.MustRun(t, "inspect", "-o", "json", id)
 	var raw struct {
@@ -324,7 +324,7 @@ func (h *nriHarness) specHooks(t *testing.T, id string) []string {
 // wantProtected fails unless, inside the running container, every
 // kernel_nfsd line of both configs reads as off, and the hook ran once for
 // it and edited.
-func (h *nriHarness) wantProtected(t *testing.T, id string) {
+func (h *nriHarness) wantProtected(t testing.TB, id string) {
 	t.Helper()
 	for p := range gssConfigs {
 		out, err := h.ctd.Crictl.Exec(id, "cat", p)
@@ -352,7 +352,7 @@ func (h *nriHarness) wantProtected(t *testing.T, id string) {
 
 // wantUntouched fails unless the container sees the image's configs byte
 // for byte.
-func (h *nriHarness) wantUntouched(t *testing.T, id string) {
+func (h *nriHarness) wantUntouched(t testing.TB, id string) {
 	t.Helper()
 	for p, want := range gssConfigs {
 		out, err := h.ctd.Crictl.Exec(id, "cat", p)
@@ -366,7 +366,7 @@ func (h *nriHarness) wantUntouched(t *testing.T, id string) {
 }
 
 // waitPluginLine waits for n plugin log records whose msg contains substr.
-func waitPluginLine(t *testing.T, h *nriHarness, substr string, n int) {
+func waitPluginLine(t testing.TB, h *nriHarness, substr string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for len(h.pluginLines(t, substr)) < n {

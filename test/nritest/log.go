@@ -29,13 +29,13 @@ func (b *Log) String() string {
 }
 
 // Lines returns the records whose msg contains substr.
-func (b *Log) Lines(t *testing.T, substr string) []map[string]any {
+func (b *Log) Lines(t testing.TB, substr string) []map[string]any {
 	t.Helper()
 	return Records(t, b.String(), substr)
 }
 
 // Records parses JSON log lines and returns those whose msg contains substr.
-func Records(t *testing.T, data, substr string) []map[string]any {
+func Records(t testing.TB, data, substr string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(data), "\n") {
@@ -55,7 +55,7 @@ func Records(t *testing.T, data, substr string) []map[string]any {
 
 // FakeHook writes an executable file for the plugin to hand to the runtime
 // (the runtime side here never runs it) and returns its path.
-func FakeHook(t *testing.T) string {
+func FakeHook(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "leakguard-hook")
 	if err := os.WriteFile(p, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
