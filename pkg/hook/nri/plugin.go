@@ -255,16 +255,18 @@ func (p *Plugin) Shutdown(context.Context) {
 }
 
 // hasHook reports whether hooks already run the leakguard hook at a stage
-// before the container starts: at path, or a binary of the same name (the
-// hook installed by base_runtime_spec or hooks.d elsewhere).
+// before the container starts: at path, or any binary named leakguard-hook
+// (the hook installed by base_runtime_spec or hooks.d elsewhere).
 func hasHook(hooks *api.Hooks, path string) bool {
-	base := filepath.Base(path)
 	for _, stage := range [][]*api.Hook{hooks.GetCreateRuntime(), hooks.GetPrestart()} {
 		for _, h := range stage {
-			if h.GetPath() == path || filepath.Base(h.GetPath()) == base {
+			if h.GetPath() == path || filepath.Base(h.GetPath()) == hookName {
 				return true
 			}
 		}
 	}
 	return false
 }
+
+// hookName is leakguard-hook's file name wherever it is installed.
+const hookName = "leakguard-hook"

@@ -77,9 +77,17 @@ func TestRegisterSyncInject(t *testing.T) {
 	}
 	wantNoHook(t, resp)
 
+	// Another program's hook is no reason to leave ours out.
+	other := &api.Hooks{CreateRuntime: []*api.Hook{{Path: "/usr/bin/other-hook"}}, Prestart: []*api.Hook{{Path: "/usr/bin/nvidia-container-runtime-hook"}}}
+	resp, err = rt.Create("new-3", other)
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	wantHook(t, resp, hook, "leakguard-hook", "--config", "/etc/leakguard/custom.json")
+
 	st = pl.p.Stats()
-	if st.Injected != 1 || st.AlreadyHooked != 1 || st.Skipped != 0 || st.Create.Count != 2 {
-		t.Fatalf("stats %+v; want 1 injected, 1 already hooked, 0 skipped, 2 timed", st)
+	if st.Injected != 2 || st.AlreadyHooked != 1 || st.Skipped != 0 || st.Create.Count != 3 {
+		t.Fatalf("stats %+v; want 2 injected, 1 already hooked, 0 skipped, 3 timed", st)
 	}
 }
 
