@@ -5,7 +5,8 @@
 # private mount namespace `ip netns exec` gives it: every node and pod netns
 # it creates, and the tmpfs holding the plugins' state, vanish with it. The
 # machine's own interfaces are never touched. Then, if both exist, runs the
-# hook benchmark: scripts/bench-hook.sh bin/leakguard-hook.
+# hook benchmark: scripts/bench-hook.sh bin/leakguard-hook, and the NRI one
+# (scripts/bench-nri.sh: private containerds through crictl).
 #
 # Extra lgbench flags can be passed in LGBENCH_ARGS (e.g. "-pods 20 -gone-pods 10"
 # for a quick run; see bin/test/lgbench -h).
@@ -57,5 +58,9 @@ fi
 if [[ -x scripts/bench-hook.sh && -x bin/leakguard-hook ]]; then
 	echo
 	scripts/bench-hook.sh bin/leakguard-hook || rc=$?
+fi
+if [[ -x scripts/bench-nri.sh ]]; then
+	echo
+	scripts/bench-nri.sh || rc=$?
 fi
 exit "$rc"
