@@ -1,8 +1,13 @@
 package cri
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/leakguard/leakguard/test/cnitest"
 	rt "github.com/leakguard/leakguard/test/runtime"
 )
 
@@ -142,4 +147,49 @@ func TestNRIPluginStopped(t *testing.T) {
 
 	back := h.runGss(t, pod, "back", true)
 	h.wantProtected(t, back)
+}
+
+// TestNRIConfigExamples: containerd 2.4 itself reads the example configs
+// (conf/containerd/nri-*.toml) with their paths moved to private ones and
+// resolves each documented key: a misspelt key would leave its default.
+func TestNRIConfigExamples(t *testing.T) {
+	root, err := cnitest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	private := strings.NewReplacer(
+		"'/opt/nri/plugins'", "'"+dir+"/plugins'",
+		"'/etc/nri/conf.d'", "'"+dir+"/conf.d'",
+		"'/var/run/nri/nri.sock'", "'"+dir+"/nri.sock'",
+		"'5s'", "'7s'", "'2s'", "'3s'")
+	for name, want := range map[string][]string{
+		"nri-preinstalled.toml": {"disable = false", "plugin_path = '" + dir + "/plugins'", "plugin_config_path = '" + dir + "/conf.d'",
+			"socket_path = '" + dir + "/nri.sock'", "plugin_registration_timeout = '7s'", "plugin_request_timeout = '3s'"},
+		"nri-external.toml": {"disable = false", "disable_connections = false", "socket_path = '" + dir + "/nri.sock'",
+			"plugin_registration_timeout = '7s'", "plugin_request_timeout = '3s'"},
+	} {
+		b, err := os.ReadFile(filepath.Join(root, "conf", "containerd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(dir, name)
+		if err := os.WriteFile(conf, []byte(private.Replace(string(b))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(tools.Containerd, "--config", conf, "config", "dump").CombinedOutput()
+		if err != nil {
+			t.Fatalf("containerd config dump %s: %v\n%s", name, err, out)
+		}
+		_, nriSection, ok := strings.Cut(string(out), "[plugins.'io.containerd.nri.v1.nri']\n")
+		if !ok {
+			t.Fatalf("%s: no NRI section in containerd's view:\n%s", name, out)
+		}
+		nriSection, _, _ = strings.Cut(nriSection, "\n\n")
+		for _, w := range want {
+			if !strings.Contains(nriSection, w) {
+				t.Errorf("%s: containerd reads the NRI section as\n%s\nwant %q", name, nriSection, w)
+			}
+		}
+	}
 }
