@@ -254,35 +254,38 @@ func TestExternal(t *testing.T) {
 	}
 }
 
+// preinstalled is a plugin_path and plugin_config_path holding
+// 10-leakguard-nri, and where its wrapper records the pid and exit code.
+type preinstalled struct{ pluginDir, confDir, pidFile, rcFile string }
+
 // preinstall puts a wrapper at plugins/10-leakguard-nri that runs the binary
 // with no arguments, as the runtime does, and records its pid and exit code
 // (the runtime kills the process it started; the wrapper's subshell outlives
 // that). It writes the runtime's drop-in config for the plugin.
-func preinstall(t *testing.T, dropIn string) (pluginDir, confDir, pidFile, rcFile string) {
+func preinstall(t *testing.T, dropIn string) preinstalled {
 	t.Helper()
 	dir := t.TempDir()
-	pluginDir, confDir = filepath.Join(dir, "plugins"), filepath.Join(dir, "conf.d")
-	pidFile, rcFile = filepath.Join(dir, "pid"), filepath.Join(dir, "rc")
-	for _, d := range []string{pluginDir, confDir} {
+	pi := preinstalled{filepath.Join(dir, "plugins"), filepath.Join(dir, "conf.d"), filepath.Join(dir, "pid"), filepath.Join(dir, "rc")}
+	for _, d := range []string{pi.pluginDir, pi.confDir} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wrapper := fmt.Sprintf("#!/bin/sh\n( %q \"$@\" & echo $! > %q; wait $!; echo $? > %q ) &\nwait\n", bin, pidFile, rcFile)
-	if err := os.WriteFile(filepath.Join(pluginDir, "10-leakguard-nri"), []byte(wrapper), 0o755); err != nil {
+	wrapper := fmt.Sprintf("#!/bin/sh\n( %q \"$@\" & echo $! > %q; wait $!; echo $? > %q ) &\nwait\n", bin, pi.pidFile, pi.rcFile)
+	if err := os.WriteFile(filepath.Join(pi.pluginDir, "10-leakguard-nri"), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(confDir, "10-leakguard-nri.conf"), []byte(dropIn), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(pi.confDir, "10-leakguard-nri.conf"), []byte(dropIn), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if b, err := os.ReadFile(pidFile); err == nil {
+		if b, err := os.ReadFile(pi.pidFile); err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 	})
-	return pluginDir, confDir, pidFile, rcFile
+	return pi
 }
 
 func readInt(t *testing.T, path string, within time.Duration) int {
@@ -310,9 +313,8 @@ func readInt(t *testing.T, path string, within time.Duration) int {
 func TestPreinstalled(t *testing.T) {
 	hook := nritest.FakeHook(t)
 	logFile := filepath.Join(t.TempDir(), "nri.log")
-	pluginDir, confDir, pidFile, rcFile := preinstall(t,
-		fmt.Sprintf(`{"hookPath":%q,"logFile":%q,"logLevel":"debug"}`, hook, logFile))
-	rt := nritest.Start(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nritest.WithPreinstalled(pluginDir, confDir))
+	pi := preinstall(t, fmt.Sprintf(`{"hookPath":%q,"logFile":%q,"logLevel":"debug"}`, hook, logFile))
+	rt := nritest.Start(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nritest.WithPreinstalled(pi.pluginDir, pi.confDir))
 
 	resp, err := rt.Create("c1", nil)
 	if err != nil {
@@ -325,11 +327,11 @@ func TestPreinstalled(t *testing.T) {
 		t.Fatalf("want one pre-installed 'connected' line with the runtime's index and name, got %v\n%s", conn, b)
 	}
 
-	pid := readInt(t, pidFile, 5*time.Second)
+	pid := readInt(t, pi.pidFile, 5*time.Second)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if rc := readInt(t, rcFile, 10*time.Second); rc != 0 {
+	if rc := readInt(t, pi.rcFile, 10*time.Second); rc != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", rc)
 	}
 }
@@ -339,11 +341,10 @@ func TestPreinstalled(t *testing.T) {
 // to the plugin's log, and the plugin exits 2. Containers are still created.
 func TestPreinstalledBadHook(t *testing.T) {
 	logFile := filepath.Join(t.TempDir(), "nri.log")
-	pluginDir, confDir, _, rcFile := preinstall(t,
-		fmt.Sprintf(`{"hookPath":"/nonexistent/leakguard-hook","logFile":%q}`, logFile))
-	rt := nritest.Start(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nritest.WithPreinstalled(pluginDir, confDir))
+	pi := preinstall(t, fmt.Sprintf(`{"hookPath":"/nonexistent/leakguard-hook","logFile":%q}`, logFile))
+	rt := nritest.Start(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nritest.WithPreinstalled(pi.pluginDir, pi.confDir))
 
-	if rc := readInt(t, rcFile, 10*time.Second); rc != 2 {
+	if rc := readInt(t, pi.rcFile, 10*time.Second); rc != 2 {
 		t.Fatalf("exit code %d, want 2", rc)
 	}
 	b, _ := os.ReadFile(logFile)

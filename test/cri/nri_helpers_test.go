@@ -35,9 +35,9 @@ var (
 	kernelNfsdTrueVal = regexp.MustCompile(`(?i)^(1|on|true|yes)$`)
 )
 
-// nriBinaries returns leakguard-hook and leakguard-nri: from
+// nriBinaries returns the paths of leakguard-hook and leakguard-nri: from
 // $LEAKGUARD_BIN_DIR (make test builds them) or built next to leakguard.
-func nriBinaries(t testing.TB) (hook, plugin string) {
+func nriBinaries(t testing.TB) (string, string) {
 	t.Helper()
 	nriBinsOnce.Do(func() {
 		dir := tools.CNI.Leakguard

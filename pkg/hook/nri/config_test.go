@@ -138,6 +138,7 @@ func TestConfigureDropIn(t *testing.T) {
 		{"bad level", `{"logLevel":"loud"}`, `log level "loud"`},
 		{"relative log", `{"logFile":"nri.log"}`, "not an absolute path"},
 	}
+	t.Chdir(t.TempDir()) // a relative log file, if it were ever opened, would land here
 	for _, tt := range tests {
 		p, err := nri.New(nri.Options{Settings: nri.Settings{HookPath: hook}, Preinstalled: true, Stderr: io.Discard})
 		if err != nil {
@@ -154,6 +155,9 @@ func TestConfigureDropIn(t *testing.T) {
 		if got := p.Stats().Connected; got != (tt.want == "") {
 			t.Errorf("%s: connected = %v", tt.name, got)
 		}
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 0 {
+		t.Fatalf("a refused drop-in must not open its log file: found %v", ents)
 	}
 	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), `"msg":"configured by the runtime"`) {
 		t.Fatalf("the drop-in's log file should receive the log: %q, %v", b, err)

@@ -13,8 +13,8 @@ import (
 )
 
 const (
-	defaultBackoffMin = 100 * time.Millisecond
-	defaultBackoffMax = 2 * time.Second
+	defaultFirstRetry = 100 * time.Millisecond
+	defaultRetryCap   = 2 * time.Second
 	// startTimeout bounds registration: the runtime allows 5 s for it and
 	// 2 s for Configure. A runtime that dies between the two leaves the stub
 	// waiting for ever; past this, the attempt is abandoned.
@@ -86,8 +86,8 @@ func (p *Plugin) Run(ctx context.Context) error {
 }
 
 // session makes one connection, registers, and serves it until the runtime
-// closes it or ctx is done. connected says whether registration succeeded.
-func (p *Plugin) session(ctx context.Context) (connected bool, _ error) {
+// closes it or ctx is done. It returns whether registration succeeded.
+func (p *Plugin) session(ctx context.Context) (bool, error) {
 	closed := make(chan struct{})
 	var once sync.Once
 	opts := []stub.Option{
@@ -183,10 +183,10 @@ type backoff struct{ min, max, cur time.Duration }
 
 func (b *backoff) next() time.Duration {
 	if b.min <= 0 {
-		b.min = defaultBackoffMin
+		b.min = defaultFirstRetry
 	}
 	if b.max <= 0 {
-		b.max = defaultBackoffMax
+		b.max = defaultRetryCap
 	}
 	if b.cur == 0 {
 		b.cur = b.min

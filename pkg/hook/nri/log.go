@@ -65,15 +65,19 @@ func (l *logs) close() {
 // unreachable runtime is reported once per state change, by us.
 type stubLogger struct{ l *logs }
 
-func (s stubLogger) Debugf(ctx context.Context, f string, a ...any) { s.log(slog.LevelDebug, f, a) }
-func (s stubLogger) Infof(ctx context.Context, f string, a ...any)  { s.log(slog.LevelDebug, f, a) }
-func (s stubLogger) Warnf(ctx context.Context, f string, a ...any)  { s.log(slog.LevelWarn, f, a) }
-func (s stubLogger) Errorf(ctx context.Context, f string, a ...any) { s.log(slog.LevelError, f, a) }
+func (s stubLogger) Debugf(ctx context.Context, f string, a ...any) {
+	s.log(ctx, slog.LevelDebug, f, a)
+}
+func (s stubLogger) Infof(ctx context.Context, f string, a ...any) { s.log(ctx, slog.LevelDebug, f, a) }
+func (s stubLogger) Warnf(ctx context.Context, f string, a ...any) { s.log(ctx, slog.LevelWarn, f, a) }
+func (s stubLogger) Errorf(ctx context.Context, f string, a ...any) {
+	s.log(ctx, slog.LevelError, f, a)
+}
 
-func (s stubLogger) log(level slog.Level, f string, a []any) {
+func (s stubLogger) log(ctx context.Context, level slog.Level, f string, a []any) {
 	l := s.l.get()
-	if l.Enabled(context.Background(), level) {
-		l.Log(context.Background(), level, fmt.Sprintf(f, a...), "source", "nri-stub")
+	if l.Enabled(ctx, level) {
+		l.Log(ctx, level, fmt.Sprintf(f, a...), "source", "nri-stub")
 	}
 }
 

@@ -110,6 +110,9 @@ func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (
 	s, _ := p.current()
 	if config != "" {
 		merged, err := s.merge(config)
+		if err == nil {
+			err = merged.validate(false) // before a log file named there is opened
+		}
 		if err != nil {
 			return 0, p.configFailed(err)
 		}
@@ -121,8 +124,9 @@ func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (
 		s = merged
 	}
 	if config != "" || p.opts.Preinstalled {
-		if err := s.validate(true); err != nil {
-			return 0, p.configFailed(err)
+		// Checked once the log is where the drop-in wants it, to be read there.
+		if err := CheckHook(s.HookPath); err != nil {
+			return 0, p.configFailed(&ConfigError{err})
 		}
 		p.setSettings(s)
 	}
@@ -182,18 +186,30 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 // CreateContainer adds the hook to the container's spec. It never fails the
 // container because of the plugin itself, unless the hook policy says
 // failClosed; even a panic is caught. The time spent here is measured.
-func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (adj *api.ContainerAdjustment, _ []*api.ContainerUpdate, err error) {
+func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	start := time.Now()
-	defer func() {
-		if r := recover(); r != nil {
-			adj, err = nil, p.internalError(ctr, fmt.Errorf("panic: %v", r))
-		}
-		d := time.Since(start)
-		p.lat.add(d)
-		p.log().Debug("CreateContainer", "container", ctr.GetId(), "name", ctr.GetName(),
-			"pod", pod.GetName(), "hooked", adj != nil, "duration_us", micros(d))
+	var (
+		adj *api.ContainerAdjustment
+		err error
+	)
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				adj, err = nil, p.internalError(ctr, fmt.Errorf("panic: %v", r))
+			}
+		}()
+		adj, err = p.adjust(ctr)
 	}()
+	d := time.Since(start)
+	p.lat.add(d)
+	p.log().Debug("CreateContainer", "container", ctr.GetId(), "name", ctr.GetName(),
+		"pod", pod.GetName(), "hooked", adj != nil, "duration_us", micros(d))
+	return adj, nil, err
+}
 
+// adjust is CreateContainer's decision: the hook added, or nothing (with
+// the error that refuses the container under failClosed).
+func (p *Plugin) adjust(ctr *api.Container) (*api.ContainerAdjustment, error) {
 	p.mu.Lock()
 	p.seen[ctr.GetId()] = struct{}{}
 	p.mu.Unlock()
@@ -202,20 +218,20 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if hasHook(ctr.GetHooks(), s.HookPath) {
 		p.stats.alreadyHooked.Add(1)
 		p.log().Debug("leakguard-hook already in the container's spec, not added twice", "container", ctr.GetId())
-		return nil, nil, nil
+		return nil, nil
 	}
 	if err := CheckHook(s.HookPath); err != nil {
-		return nil, nil, p.internalError(ctr, err)
+		return nil, p.internalError(ctr, err)
 	}
 	// A new message per reply: replies are marshalled concurrently.
-	adj = &api.ContainerAdjustment{}
+	adj := &api.ContainerAdjustment{}
 	adj.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{{
 		Path:    s.HookPath,
 		Args:    args,
 		Timeout: &api.OptionalInt{Value: HookTimeout},
 	}}})
 	p.stats.injected.Add(1)
-	return adj, nil, nil
+	return adj, nil
 }
 
 // internalError decides what an error of the plugin's own does to the
