@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/test/runtime/cnicall"
 )
@@ -28,6 +30,11 @@ type ChainOptions struct {
 	// LeakguardConf adds or overrides keys of the leakguard entry
 	// (pinNetns, say).
 	LeakguardConf map[string]any
+	// Wrap writes wrapper mode instead of the chain: one .conf of type
+	// leakguard whose delegate is the bridge entry (Leakguard is implied).
+	// It is fixed by NewCNI: WriteConf refuses to switch it, since the file
+	// name's extension follows it.
+	Wrap bool
 }
 
 // CNI is a private CNI setup: a bin dir, a conf dir with one conflist, and
@@ -45,6 +52,9 @@ type CNI struct {
 	// leakguard, 0700, at its first call).
 	StateDir string
 	LogFile  string
+	// PinDir is leakguard's default pin dir (pinNetns), which leakguard
+	// bind-mounts onto itself.
+	PinDir string
 	// CacheDir is a libcni cache dir for runtimes that can set one
 	// (cri-dockerd); containerd writes to /var/lib/cni/results.
 	CacheDir string
@@ -64,9 +74,10 @@ func NewCNI(t testing.TB, tools Tools, net *Network, dir string, opts ChainOptio
 		IPAMDir:  filepath.Join(dir, "cni", "ipam"),
 		StateDir: filepath.Join(dir, "cni", "leakguard"),
 		LogFile:  filepath.Join(dir, "cni", "leakguard.log"),
+		PinDir:   filepath.Join(dir, "cni", "leakguard", "netns"),
 		CacheDir: filepath.Join(dir, "cni", "cache"),
 	}
-	c.ConfFile = filepath.Join(c.ConfDir, "10-"+net.Name+".conflist")
+	c.ConfFile = filepath.Join(c.ConfDir, "10-"+net.Name+confExt(opts))
 	for _, d := range []string{filepath.Join(c.BinDir, cnicall.SpyDir), c.ConfDir, c.IPAMDir, c.CacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -92,11 +103,22 @@ func NewCNI(t testing.TB, tools Tools, net *Network, dir string, opts ChainOptio
 			t.Logf("CNI calls:\n%s\nleakguard log:\n%s", c.describeCalls(), c.LeakguardLog())
 		}
 		c.removeLoopbackCache()
+		c.unmountPinDir()
 	})
 	return c
 }
 
-// Conflist renders the chain for opts.
+// confExt is the conf file's extension: containerd's libcni loads a single
+// plugin config (.conf) as a one-element list, so wrapper mode is proven in
+// the form conf/10-bridge-wrapped.conf ships.
+func confExt(opts ChainOptions) string {
+	if opts.Wrap {
+		return ".conf"
+	}
+	return ".conflist"
+}
+
+// Conflist renders the chain for opts (for Wrap, the single wrapper config).
 func (c *CNI) Conflist(opts ChainOptions) ([]byte, error) {
 	version := opts.CNIVersion
 	if version == "" {
@@ -115,7 +137,7 @@ func (c *CNI) Conflist(opts ChainOptions) ([]byte, error) {
 			"ranges":  [][]map[string]string{{{"subnet": c.Network.Subnet.String()}}},
 		},
 	}}
-	if opts.Leakguard {
+	if opts.Leakguard || opts.Wrap {
 		lg := map[string]any{
 			"type":     "leakguard",
 			"stateDir": c.StateDir,
@@ -124,6 +146,10 @@ func (c *CNI) Conflist(opts ChainOptions) ([]byte, error) {
 		}
 		for k, v := range opts.LeakguardConf {
 			lg[k] = v
+		}
+		if opts.Wrap {
+			lg["cniVersion"], lg["name"], lg["delegate"] = version, c.Network.Name, plugins[0]
+			return json.MarshalIndent(lg, "", "  ")
 		}
 		plugins = append(plugins, lg)
 	}
@@ -138,6 +164,9 @@ func (c *CNI) Conflist(opts ChainOptions) ([]byte, error) {
 // over it, which containerd's watcher sees (it ignores files created
 // elsewhere and moved in).
 func (c *CNI) WriteConf(opts ChainOptions) error {
+	if filepath.Ext(c.ConfFile) != confExt(opts) {
+		return fmt.Errorf("conf file %s cannot hold a config with Wrap=%t", c.ConfFile, opts.Wrap)
+	}
 	raw, err := c.Conflist(opts)
 	if err != nil {
 		return err
@@ -229,6 +258,19 @@ func (c *CNI) describeCalls() string {
 	}
 	return b.String()
 }
+
+// unmountPinDir undoes leakguard's self-bind of the pin dir (and any pin
+// left in it), so that the temp dir can be removed.
+func (c *CNI) unmountPinDir() {
+	for range maxPinDirMounts {
+		if unix.Unmount(c.PinDir, unix.MNT_DETACH) != nil {
+			return
+		}
+	}
+}
+
+// maxPinDirMounts bounds the unmounts of a pin dir (mounts may be stacked).
+const maxPinDirMounts = 16
 
 // removeLoopbackCache removes the result cache entries of containerd's
 // built-in loopback network for the sandboxes of this CNI (their names carry
