@@ -151,7 +151,8 @@ func ParseLevel(s string) (slog.Level, error) {
 // CheckHook says why path cannot be handed to the runtime as the hook. runc
 // fails a container whose hook it cannot execute, so the plugin injects the
 // hook only while this returns nil. The runtime runs it as root: a file
-// that another user could rewrite is refused too.
+// that another user could rewrite, or replace through a directory of
+// theirs, is refused too.
 func CheckHook(path string) error {
 	if !filepath.IsAbs(path) {
 		return fmt.Errorf("hook path %q is not an absolute path", path)
@@ -175,5 +176,5 @@ func CheckHook(path string) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
 		return fmt.Errorf("hook %q is owned by uid %d, not root", path, st.Uid)
 	}
-	return nil
+	return checkHookDirs(path)
 }

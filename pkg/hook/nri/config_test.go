@@ -163,3 +163,72 @@ func TestConfigureDropIn(t *testing.T) {
 		t.Fatalf("the drop-in's log file should receive the log: %q, %v", b, err)
 	}
 }
+
+// The runtime execs the hook as root by name, after the check: a hook that
+// another user can replace through a directory (the path as given, or a
+// symlink's target) is refused, whatever the file itself looks like.
+func TestCheckHookDirs(t *testing.T) {
+	root := t.TempDir()
+	mkdir := func(name string, mode os.FileMode, uid int) string {
+		d := filepath.Join(root, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(d, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	hook := func(dir string) string {
+		p := filepath.Join(dir, "leakguard-hook")
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	link := func(dir, name, target string, uid int) string {
+		p := filepath.Join(dir, name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	safe := mkdir("safe", 0o755, 0)
+	good := hook(safe)
+	open := mkdir("open", 0o777, 0)
+	groupW := mkdir("group", 0o775, 0)
+	users := mkdir("users", 0o755, 1000)
+	sticky := mkdir("sticky", os.ModeSticky|0o777, 0)
+	stickyHook := hook(sticky)
+
+	tests := []struct {
+		name, path, want string // want "" = accepted
+	}{
+		{"hook in a safe dir", good, ""},
+		{"root's hook in a sticky dir", stickyHook, ""},
+		{"root's symlink in a sticky dir", link(sticky, "root-link", good, 0), ""},
+		{"relative symlink through ..", link(safe, "rel", "../safe/leakguard-hook", 0), ""},
+		{"hook in a world-writable dir", hook(open), "writable by group or others"},
+		{"hook in a group-writable dir", hook(groupW), "writable by group or others"},
+		{"hook in another user's dir", hook(users), "owned by uid 1000"},
+		{"another user's symlink in a sticky dir", link(sticky, "user-link", good, 1000), "writable by group or others"},
+		{"symlink in a world-writable dir", link(open, "link", good, 0), "writable by group or others"},
+		{"symlink to a hook in a world-writable dir", link(safe, "to-open", filepath.Join(open, "leakguard-hook"), 0), "writable by group or others"},
+		{"symlink through another user's dir", link(safe, "to-users", "../users/leakguard-hook", 0), "owned by uid 1000"},
+	}
+	for _, tt := range tests {
+		err := nri.CheckHook(tt.path)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: CheckHook(%s) = %v; want %q", tt.name, tt.path, err, tt.want)
+		}
+	}
+}
