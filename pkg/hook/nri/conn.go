@@ -110,6 +110,10 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 	go func() { started <- s.Start(ctx) }()
 	select {
 	case err = <-started:
+	case <-dialed.lost():
+		// The stub does not notice a runtime that goes away between
+		// registration and Configure: it waits for Configure for ever.
+		err = errors.New("the runtime closed the connection during registration")
 	case <-time.After(startTimeout):
 		err = fmt.Errorf("registration with the runtime did not complete within %s", startTimeout)
 	case <-ctx.Done():
@@ -154,20 +158,51 @@ func (p *Plugin) disconnected() {
 }
 
 // dialedConn keeps the connection the stub dials, to close it when an
-// attempt is abandoned.
+// attempt is abandoned, and tells when the runtime closed it.
 type dialedConn struct {
-	mu sync.Mutex
-	c  net.Conn
+	mu   sync.Mutex
+	c    net.Conn
+	gone chan struct{} // closed at the connection's first read error
 }
 
 func (d *dialedConn) dial(path string) (net.Conn, error) {
 	c, err := net.Dial("unix", path)
-	if err == nil {
-		d.mu.Lock()
-		d.c = c
-		d.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone == nil {
+		d.gone = make(chan struct{})
+	}
+	d.c = &watchedConn{Conn: c, gone: d.gone}
+	return d.c, nil
+}
+
+// lost is closed once the dialed connection failed a read (nil before a
+// dial, which blocks: a pre-installed plugin's connection is not watched).
+func (d *dialedConn) lost() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone == nil {
+		d.gone = make(chan struct{})
+	}
+	return d.gone
+}
+
+// watchedConn closes gone at its first read error.
+type watchedConn struct {
+	net.Conn
+	once sync.Once
+	gone chan struct{}
+}
+
+func (w *watchedConn) Read(b []byte) (int, error) {
+	n, err := w.Conn.Read(b)
+	if err != nil {
+		w.once.Do(func() { close(w.gone) })
+	}
+	return n, err
 }
 
 func (d *dialedConn) close() {
