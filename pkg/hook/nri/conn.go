@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 )
 
@@ -101,15 +103,18 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 		opts = append(opts, stub.WithSocketPath(p.opts.Socket), stub.WithPluginName(p.opts.Name),
 			stub.WithPluginIdx(p.opts.Idx), stub.WithDialer(dialed.dial))
 	}
-	s, err := stub.New(p, opts...)
+	sp := &sessionPlugin{Plugin: p}
+	s, err := stub.New(sp, opts...)
 	if err != nil {
 		return false, &ConfigError{fmt.Errorf("cannot create the NRI plugin: %w", err)}
 	}
 
 	started := make(chan error, 1)
 	go func() { started <- s.Start(ctx) }()
+	pending := true // Start has not returned
 	select {
 	case err = <-started:
+		pending = false
 	case <-dialed.lost():
 		// The stub does not notice a runtime that goes away between
 		// registration and Configure: it waits for Configure for ever.
@@ -120,9 +125,11 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 		err = ctx.Err()
 	}
 	if err != nil {
-		// Unblocks a Start still waiting on the connection; one stuck on a
-		// runtime that vanished mid-registration is left behind.
+		// Unblocks a Start still waiting on the connection.
 		dialed.close()
+		if pending {
+			sp.unstick(s, started)
+		}
 		p.disconnected()
 		return false, err
 	}
@@ -135,6 +142,49 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 	s.Wait()
 	p.disconnected()
 	return true, nil
+}
+
+// sessionPlugin is the plugin as one connection's stub sees it: the
+// plugin's handlers, and a Configure that fails once the attempt is
+// abandoned.
+type sessionPlugin struct {
+	*Plugin
+	abandoned atomic.Bool
+}
+
+func (sp *sessionPlugin) Configure(ctx context.Context, config, runtime, version string) (api.EventMask, error) {
+	if sp.abandoned.Load() {
+		return 0, errors.New("registration abandoned: the runtime closed the connection")
+	}
+	return sp.Plugin.Configure(ctx, config, runtime, version)
+}
+
+// unstick frees a stub whose runtime closed the connection between
+// registration and Configure. containerd/nri's Start then waits for
+// Configure for ever, holding the stub's lock, and the stub's close handler
+// waits for that lock: each such attempt would leave its goroutines behind.
+// The stub's own Configure request handler, called here with the attempt
+// abandoned, fails the registration: Start returns and releases it all.
+func (sp *sessionPlugin) unstick(s stub.Stub, started <-chan error) {
+	c, ok := s.(interface {
+		Configure(context.Context, *api.ConfigureRequest) (*api.ConfigureResponse, error)
+	})
+	if !ok {
+		return
+	}
+	sp.abandoned.Store(true)
+	select {
+	case <-started: // Start returned meanwhile: nothing is stuck
+		return
+	default:
+	}
+	go c.Configure(context.Background(), &api.ConfigureRequest{NRIVersion: "abandoned"}) //nolint:errcheck // it fails on purpose
+	select {
+	case <-started:
+	case <-time.After(time.Second):
+		p := sp.Plugin
+		p.log().Warn("an abandoned NRI registration did not end; its goroutines are left behind")
+	}
 }
 
 // connected is called once the runtime has configured the plugin, before it

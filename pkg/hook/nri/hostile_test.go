@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,4 +185,30 @@ func TestMalformedRequests(t *testing.T) {
 	}
 	wantHook(t, resp, hook, "leakguard-hook")
 	_ = pl
+}
+
+// Each registration the runtime abandons (closing the connection before
+// Configure) must leave nothing behind: the NRI stub would otherwise keep
+// its goroutines stuck for ever, one set per attempt, in a crash-looping
+// runtime's every restart.
+func TestAbandonedRegistrationsLeaveNothing(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nri.sock")
+	raw := nritest.ListenRaw(t, sock, true)
+	startPlugin(t, sock, nri.Settings{HookPath: nritest.FakeHook(t)})
+	for i := 0; i < 10; i++ {
+		c := nextConn(t, raw, 5*time.Second)
+		time.Sleep(30 * time.Millisecond) // the registration's answer is on its way
+		c.Close()
+	}
+	c := nextConn(t, raw, 5*time.Second) // the 11th, still registering, is live
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond)
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if n := strings.Count(stacks, "stub.(*stub).Start("); n > 1 {
+		t.Fatalf("%d goroutines stuck in the NRI stub's Start after 10 abandoned registrations; want at most the live one", n)
+	}
+	if n := strings.Count(stacks, "stub.(*stub).connClosed("); n > 0 {
+		t.Fatalf("%d goroutines stuck in the NRI stub's connClosed", n)
+	}
 }
