@@ -176,3 +176,27 @@ func TestRepeatedDelDropsOwnTombstone(t *testing.T) {
 		}
 	}
 }
+
+// The repeated DEL without a record keeps a doomed netns's tombstone (gss-
+// proxy armed) even once its links are gone: the kernel never frees that
+// netns, and the scan and the agent count it for the rest of the boot.
+func TestRepeatedDelKeepsDoomedTombstone(t *testing.T) {
+	f := newFixture(t)
+	f.add("1.1.0")
+	r := f.loadRecord()
+	r.GSSProxyArmed = true // as checkDoomed found it at an earlier DEL
+	f.saveRecord(r)
+	if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tombstones(t, f.stateDir)); n != 1 {
+		t.Fatalf("want the doomed netns's tombstone after the alive DEL, got %d", n)
+	}
+	inNS(t, f.node, func() error { return netlink.LinkDel(f.nodeLink(f.hostVeth.Name)) })
+	if err := f.del("", "1.1.0", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tombstones(t, f.stateDir)); n != 1 {
+		t.Fatalf("a doomed netns's tombstone must be kept for the boot, %d left", n)
+	}
+}
