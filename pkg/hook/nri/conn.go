@@ -128,7 +128,7 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 		// Unblocks a Start still waiting on the connection.
 		dialed.close()
 		if pending {
-			sp.unstick(s, started)
+			sp.unstick(ctx, s, started)
 		}
 		p.disconnected()
 		return false, err
@@ -165,7 +165,7 @@ func (sp *sessionPlugin) Configure(ctx context.Context, config, runtime, version
 // waits for that lock: each such attempt would leave its goroutines behind.
 // The stub's own Configure request handler, called here with the attempt
 // abandoned, fails the registration: Start returns and releases it all.
-func (sp *sessionPlugin) unstick(s stub.Stub, started <-chan error) {
+func (sp *sessionPlugin) unstick(ctx context.Context, s stub.Stub, started <-chan error) {
 	c, ok := s.(interface {
 		Configure(context.Context, *api.ConfigureRequest) (*api.ConfigureResponse, error)
 	})
@@ -178,7 +178,7 @@ func (sp *sessionPlugin) unstick(s stub.Stub, started <-chan error) {
 		return
 	default:
 	}
-	go c.Configure(context.Background(), &api.ConfigureRequest{NRIVersion: "abandoned"}) //nolint:errcheck // it fails on purpose
+	go c.Configure(context.WithoutCancel(ctx), &api.ConfigureRequest{NRIVersion: "abandoned"}) //nolint:errcheck // it fails on purpose
 	select {
 	case <-started:
 	case <-time.After(time.Second):

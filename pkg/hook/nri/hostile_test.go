@@ -31,7 +31,8 @@ func configure(t *testing.T, c *nritest.RawConn) {
 	}
 }
 
-func nextConn(t *testing.T, r *nritest.Raw, within time.Duration) *nritest.RawConn {
+func nextConn(t *testing.T, r *nritest.Raw) *nritest.RawConn {
+	const within = 5 * time.Second
 	t.Helper()
 	select {
 	case c := <-r.Conns:
@@ -50,7 +51,7 @@ func TestRuntimeGoneBeforeConfigure(t *testing.T) {
 	hook := nritest.FakeHook(t)
 	raw := nritest.ListenRaw(t, sock, true)
 	pl := startPlugin(t, sock, nri.Settings{HookPath: hook})
-	c := nextConn(t, raw, 5*time.Second)
+	c := nextConn(t, raw)
 	time.Sleep(50 * time.Millisecond) // the registration's answer is on its way
 	c.Close()
 
@@ -99,7 +100,7 @@ func TestBigSyncAndConcurrentCreates(t *testing.T) {
 	hook := nritest.FakeHook(t)
 	raw := nritest.ListenRaw(t, sock, true)
 	pl := startPlugin(t, sock, nri.Settings{HookPath: hook, LogLevel: "info"})
-	c := nextConn(t, raw, 5*time.Second)
+	c := nextConn(t, raw)
 	configure(t, c)
 
 	const running = 5000
@@ -164,7 +165,7 @@ func TestMalformedRequests(t *testing.T) {
 	hook := nritest.FakeHook(t)
 	raw := nritest.ListenRaw(t, sock, true)
 	pl := startPlugin(t, sock, nri.Settings{HookPath: hook})
-	c := nextConn(t, raw, 5*time.Second)
+	c := nextConn(t, raw)
 	configure(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), nriTimeout)
 	defer cancel()
@@ -196,11 +197,11 @@ func TestAbandonedRegistrationsLeaveNothing(t *testing.T) {
 	raw := nritest.ListenRaw(t, sock, true)
 	startPlugin(t, sock, nri.Settings{HookPath: nritest.FakeHook(t)})
 	for i := 0; i < 10; i++ {
-		c := nextConn(t, raw, 5*time.Second)
+		c := nextConn(t, raw)
 		time.Sleep(30 * time.Millisecond) // the registration's answer is on its way
 		c.Close()
 	}
-	c := nextConn(t, raw, 5*time.Second) // the 11th, still registering, is live
+	c := nextConn(t, raw) // the 11th, still registering, is live
 	defer c.Close()
 	time.Sleep(300 * time.Millisecond)
 	buf := make([]byte, 1<<22)
