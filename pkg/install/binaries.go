@@ -47,12 +47,14 @@ func idOf(st *unix.Stat_t) fileID {
 	return fileID{Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim, Ctime: st.Ctim, Mode: st.Mode}
 }
 
-// binaries remembers, per destination, the identity it had when it was
-// last verified or written, and per source its content hash.
+// binaries remembers, per destination, its identity and its source's when
+// it was last verified or written, and per source its content hash.
 type binaries struct {
-	verified map[string]fileID
+	verified map[string]verified
 	srcSum   map[string]srcSum
 }
+
+type verified struct{ dst, src fileID }
 
 type srcSum struct {
 	id  fileID
@@ -60,7 +62,7 @@ type srcSum struct {
 }
 
 func newBinaries() *binaries {
-	return &binaries{verified: map[string]fileID{}, srcSum: map[string]srcSum{}}
+	return &binaries{verified: map[string]verified{}, srcSum: map[string]srcSum{}}
 }
 
 // ensure makes b.dst() a 0755 regular file with b.Src's content, replacing
@@ -73,9 +75,12 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 	} else if err := checkDir(b.Dir); err != nil {
 		return false, err
 	}
-	var st unix.Stat_t
+	var st, sst unix.Stat_t
+	if err := unix.Stat(b.Src, &sst); err != nil {
+		return false, &os.PathError{Op: "stat", Path: b.Src, Err: err}
+	}
 	exists := unix.Lstat(b.dst(), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
-	if exists && bs.verified[b.dst()] == idOf(&st) {
+	if exists && bs.verified[b.dst()] == (verified{dst: idOf(&st), src: idOf(&sst)}) {
 		return false, nil
 	}
 	sum, err := bs.sourceSum(b.Src)
@@ -84,7 +89,7 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 	}
 	if exists && os.FileMode(st.Mode)&os.ModePerm == binaryMode {
 		if got, _, err := hashFile(b.dst()); err == nil && got == sum {
-			bs.verified[b.dst()] = idOf(&st)
+			bs.verified[b.dst()] = verified{dst: idOf(&st), src: idOf(&sst)}
 			return false, nil
 		}
 	}
@@ -110,7 +115,7 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 		return true, fmt.Errorf("%s changed while it was copied", b.Src)
 	}
 	if err := unix.Lstat(b.dst(), &st); err == nil {
-		bs.verified[b.dst()] = idOf(&st)
+		bs.verified[b.dst()] = verified{dst: idOf(&st), src: idOf(&sst)}
 	}
 	return true, nil
 }
