@@ -70,7 +70,7 @@ func ParseEntry(pluginConfig string) (Entry, error) {
 
 // raw is the entry as one line of JSON.
 func (e Entry) raw() json.RawMessage {
-	b, err := e.obj.compact()
+	b, err := e.withType().compact()
 	if err != nil {
 		// Every value was decoded from valid JSON by ParseEntry.
 		return json.RawMessage(`{"type":"` + PluginType + `"}`)
@@ -89,4 +89,28 @@ func (e Entry) equal(raw json.RawMessage) bool {
 		return false
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// Config is the entry as the plugin reads it, defaults applied (its
+// stateDir and pinDir tell the agent where the records are).
+func (e Entry) Config() *pluginconf.Config {
+	full, err := append(object{
+		{Key: "cniVersion", Value: json.RawMessage(`"1.1.0"`)},
+		{Key: "name", Value: json.RawMessage(`"leakguard-install-check"`)},
+	}, e.withType()...).compact()
+	if err == nil {
+		if c, err := pluginconf.Parse(full); err == nil {
+			return c
+		}
+	}
+	c, _ := pluginconf.Parse([]byte(`{"cniVersion":"1.1.0","name":"leakguard-install-check","type":"leakguard"}`))
+	return c
+}
+
+// withType is the entry's members, the zero Entry being {"type":"leakguard"}.
+func (e Entry) withType() object {
+	if len(e.obj) == 0 {
+		return object{{Key: "type", Value: json.RawMessage(`"` + PluginType + `"`)}}
+	}
+	return e.obj
 }

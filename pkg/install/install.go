@@ -483,3 +483,32 @@ func (in *Installer) report(err error) {
 		in.log.Error("not installed; retrying", "err", msg)
 	}
 }
+
+// Check tells, changing nothing, whether runtimes loading confDir run
+// leakguard for the next pod: the config they load (the first file that
+// loads, or primary when set) runs it, and binDir holds its binary. file is
+// that config file. A node agent in another process than the installer
+// uses it for its readiness.
+func Check(confDir, binDir, primary string) (file string, installed bool, err error) {
+	if err := checkDir(confDir); err != nil {
+		return "", false, err
+	}
+	names, err := listConfs(confDir)
+	if err != nil {
+		return "", false, err
+	}
+	var f *confFile
+	for _, n := range names {
+		if primary != "" && n != primary && n != conflistOf(primary) {
+			continue
+		}
+		if c := readConf(confDir, n); c.Err == nil {
+			f = c
+			break
+		}
+	}
+	if f == nil {
+		return "", false, &waitError{fmt.Sprintf("no loadable network config in %s", confDir)}
+	}
+	return f.Name, f.holds() && present(filepath.Join(binDir, PluginType)), nil
+}
