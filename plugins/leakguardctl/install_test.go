@@ -449,3 +449,26 @@ func parseAll(dir string) error {
 	}
 	return nil
 }
+
+// gc reaps the record whose netns leaked (its host link with it) and keeps
+// the live pod's; the unrecorded leak is not GC's.
+func TestGCCommand(t *testing.T) {
+	n := newNode(t)
+	out, code := n.run("gc", "--state-dir", n.stateDir)
+	if code != 0 || !strings.Contains(out, "GC reaped 1 stale attachment(s)") {
+		t.Fatalf("gc: exit %d\n%s", code, out)
+	}
+	n.mustHave("lgc-orphan", "lgc-live")
+	out, code = n.run("records", "--json", "--state-dir", n.stateDir)
+	if code != 0 || strings.Contains(out, "ctr-owned") || !strings.Contains(out, "ctr-live") {
+		t.Fatalf("records after gc: exit %d\n%s", code, out)
+	}
+	out, code = n.run("gc", "--json", "--state-dir", n.stateDir)
+	var res struct {
+		Reaped *int     `json:"reaped"`
+		Errors []string `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.Reaped == nil || *res.Reaped != 0 || len(res.Errors) != 0 {
+		t.Fatalf("second gc --json: exit %d, %v\n%s", code, err, out)
+	}
+}

@@ -8,6 +8,7 @@
 //	                     [--own-file] [--plugin-config JSON] [--hook-dir DIR] [--nri-dir DIR] [--watch]
 //	leakguardctl uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--hook-dir DIR] [--nri-dir DIR]
 //	leakguardctl serve   [--listen ADDR] [--interval D] [--reap owned] [--gc] [--install [install flags]]
+//	leakguardctl gc      [--state-dir DIR] [--pin-dir DIR] [--json]
 //
 // scan lists host links whose link-netnsid names a netns that no process,
 // thread, nsfs bind mount (in any mount namespace) or open nsfs fd reaches,
@@ -80,6 +81,7 @@ commands:
   uninstall
            take leakguard out of the chain, then remove its binaries
   serve    the node agent: periodic scans, Prometheus /metrics, /healthz, /readyz
+  gc       run leakguard's GC once: reap records whose netns is provably orphaned
 
 Run "leakguardctl <command> -h" for the command's flags.
 `
@@ -105,7 +107,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
 		"scan": scan, "reap": reap, "records": records,
-		"install": installCmd, "uninstall": uninstallCmd, "serve": serve,
+		"install": installCmd, "uninstall": uninstallCmd, "serve": serve, "gc": gcCmd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -14,6 +14,7 @@ import (
 	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/pkg/install"
 	"github.com/leakguard/leakguard/pkg/scan/agent"
+	"github.com/leakguard/leakguard/pkg/scan/report"
 )
 
 func serve(args []string, _, stderr io.Writer) error {
@@ -119,4 +120,32 @@ func serve(args []string, _, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "leakguardctl serve: stopped; leakguard stays installed (run uninstall to remove it)")
 	}
 	return nil
+}
+
+// gcCmd runs leakguard's GC once for every network with records: what
+// `serve --gc` does after each scan.
+func gcCmd(args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlags("gc", stderr, &c)
+	fs.StringVar(&c.pinDir, "pin-dir", "", "leakguard's netns pin dir (default <state-dir>/netns)")
+	if err := parse(fs, args); err != nil {
+		return helpOK(err)
+	}
+	a := agent.New(agent.Options{StateDir: c.stateDir, PinDir: c.pinDir, Stderr: stderr})
+	n, err := a.GCNow()
+	if c.json {
+		out := struct {
+			Reaped int      `json:"reaped"`
+			Errors []string `json:"errors,omitempty"`
+		}{Reaped: n}
+		if err != nil {
+			out.Errors = []string{err.Error()}
+		}
+		if jerr := report.JSON(stdout, out); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "GC reaped %d stale attachment(s)\n", n)
+	return err
 }

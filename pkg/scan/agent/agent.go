@@ -193,7 +193,7 @@ func (a *Agent) scan() (figures, error) {
 		a.reap(rep.Leaks, st)
 	}
 	if a.opts.GC && st != nil {
-		a.gcAll(state)
+		_, _ = a.gcAll(state) // logged and counted
 	}
 	return f, nil
 }
@@ -259,8 +259,19 @@ func (a *Agent) reap(leaks []leakscan.Leak, st *store.Store) {
 	}
 }
 
+// GCNow runs leakguard's GC (see gcNetwork) for every network that has
+// records or tombstones in StateDir, and returns how many attachments it
+// reaped (`leakguardctl gc`).
+func (a *Agent) GCNow() (int, error) {
+	st, err := leakscan.OpenStoreIfExists(a.opts.StateDir, false)
+	if err != nil || st == nil {
+		return 0, err
+	}
+	return a.gcAll(leakscan.ListState(st, ""))
+}
+
 // gcAll runs GC for every network that has records or tombstones.
-func (a *Agent) gcAll(s *leakscan.StateReport) {
+func (a *Agent) gcAll(s *leakscan.StateReport) (int, error) {
 	nets := map[string]bool{}
 	for _, e := range s.Entries {
 		nets[e.Network] = true
@@ -284,4 +295,5 @@ func (a *Agent) gcAll(s *leakscan.StateReport) {
 	if err != nil {
 		a.log.Error("GC failed", "err", err)
 	}
+	return total, err
 }
