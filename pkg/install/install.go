@@ -104,8 +104,9 @@ type Installer struct {
 	// re-insertion.
 	holding map[string]bool
 	limits  map[string]*revertLimit
-	// skipped remembers logged unloadable files (name → content hash).
-	skipped map[string][32]byte
+	// skipped remembers the unloadable files logged (name → content hash
+	// and error), so each is logged once until it changes.
+	skipped map[string]string
 	lastErr string
 
 	mu     sync.Mutex
@@ -164,7 +165,7 @@ func New(opts Options) (*Installer, error) {
 	return &Installer{
 		opts: opts, log: log, bins: newBinaries(),
 		written: map[string][32]byte{}, holding: map[string]bool{},
-		limits: map[string]*revertLimit{}, skipped: map[string][32]byte{},
+		limits: map[string]*revertLimit{}, skipped: map[string]string{},
 	}, nil
 }
 
@@ -297,9 +298,9 @@ func (in *Installer) pickPrimary(names []string) (*confFile, error) {
 			if n == in.primary {
 				return nil, fmt.Errorf("primary %s cannot be loaded, left alone until it changes: %w", n, f.Err)
 			}
-			if in.skipped[n] != f.Sum {
-				in.skipped[n] = f.Sum
-				in.log.Warn("config file skipped: runtimes cannot load it", "file", n, "err", f.Err)
+			if why := fmt.Sprintf("%x %v", f.Sum, f.Err); in.skipped[n] != why {
+				in.skipped[n] = why
+				in.log.Warn("config file skipped: it does not load (containerd, which loads only the first file, fails while it sorts first)", "file", n, "err", f.Err)
 			}
 			continue
 		}
@@ -489,7 +490,7 @@ func (in *Installer) report(err error) {
 // loads, or primary when set) runs it, and binDir holds its binary. file is
 // that config file. A node agent in another process than the installer
 // uses it for its readiness.
-func Check(confDir, binDir, primary string) (file string, installed bool, err error) {
+func Check(confDir, binDir, primary string) (string, bool, error) {
 	if err := checkDir(confDir); err != nil {
 		return "", false, err
 	}

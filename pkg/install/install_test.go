@@ -25,21 +25,30 @@ func TestPicksThePrimaryInRuntimeOrder(t *testing.T) {
 	n := newNode(t)
 	n.write("00-broken.conflist", `{"cniVersion": "1.0.0", "name": "x", "plugins": [`)
 	n.write("01-notype.conf", `{"cniVersion": "1.0.0", "name": "x"}`)
-	n.write("02-only-leakguard.conflist", `{"cniVersion": "1.0.0", "name": "lg", "plugins": [{"type": "leakguard"}]}`)
+	n.write("06-only-leakguard.conflist", `{"cniVersion": "1.0.0", "name": "lg", "plugins": [{"type": "leakguard"}]}`)
 	n.write("03-ignored.yaml", `{"cniVersion": "1.0.0", "name": "x", "type": "bridge"}`)
 	n.write("10-first.conflist", bridgeList)
 	n.write("20-second.conflist", strings.Replace(bridgeList, "podnet", "other", 1))
 	n.write("05-aaa.json", strings.Replace(ptpConf, "ptpnet", "jsonnet", 1))
 	before := map[string]string{}
-	for _, f := range []string{"00-broken.conflist", "01-notype.conf", "02-only-leakguard.conflist", "03-ignored.yaml", "20-second.conflist"} {
+	for _, f := range []string{"00-broken.conflist", "01-notype.conf", "06-only-leakguard.conflist", "03-ignored.yaml", "20-second.conflist"} {
 		before[f] = n.read(f)
 	}
 
 	in := n.installer(n.opts())
-	if err := in.Reconcile(); err == nil {
-		// 00-broken sorts first: containerd itself would fail the whole
-		// dir, so leakguard is not "installed" from its point of view.
-		t.Log("installed although a broken file sorts first")
+	if err := in.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	// CRI-O and the kubelet skip what does not load; containerd fails the
+	// whole dir while 00-broken sorts first: the operator must hear of it.
+	for _, f := range []string{"00-broken.conflist", "01-notype.conf"} {
+		found := false
+		for _, r := range n.log.records("config file skipped") {
+			found = found || r["file"] == f
+		}
+		if !found {
+			t.Errorf("%s skipped silently:\n%s", f, n.log)
+		}
 	}
 	// 05-aaa.json is the first loadable one: it becomes 05-aaa.conflist.
 	if n.exists("05-aaa.json") || !n.exists("05-aaa.conflist") {

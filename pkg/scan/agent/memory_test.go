@@ -22,7 +22,7 @@ func liveHeap() uint64 {
 // rounds runs n rounds (scan, and a scrape every 10th) of an agent over a
 // small node with a leak, and returns the live heap after warm-up and at
 // the end.
-func rounds(tb testing.TB, n int) (before, after uint64) {
+func rounds(tb testing.TB, n int) (uint64, uint64) {
 	node := newNode(tb)
 	a := agent.New(agent.Options{StateDir: node.stateDir, Interval: time.Hour, Recheck: -1})
 	a.Do = node.do
@@ -39,7 +39,7 @@ func rounds(tb testing.TB, n int) (before, after uint64) {
 	for i := 0; i < 50; i++ {
 		round(i)
 	}
-	before = liveHeap()
+	before := liveHeap()
 	for i := 0; i < n; i++ {
 		round(i)
 	}

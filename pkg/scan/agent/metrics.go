@@ -151,8 +151,8 @@ func b2f(b bool) float64 {
 
 // buildInfo is the module version and VCS revision the binary was built
 // from ("unknown" when not recorded).
-func buildInfo() (version, revision string) {
-	version, revision = "unknown", "unknown"
+func buildInfo() (string, string) {
+	version, revision := "unknown", "unknown"
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return version, revision
