@@ -128,6 +128,9 @@ func New(opts Options) (*Installer, error) {
 		if *d != "" && !filepath.IsAbs(*d) {
 			return nil, fmt.Errorf("%q must be an absolute path", *d)
 		}
+		if *d != "" {
+			*d = filepath.Clean(*d) // events name files by dir + name
+		}
 	}
 	for _, n := range []string{opts.Primary, opts.OwnFile, opts.NRIName} {
 		if n != "" && (strings.ContainsRune(n, '/') || n == "." || n == ".." || strings.HasPrefix(n, tempPrefix)) {

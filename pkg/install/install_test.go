@@ -452,3 +452,46 @@ func TestNoTempFileLeftOrLoadable(t *testing.T) {
 		}
 	}
 }
+
+// A killed installer's temp files are removed once a minute old; a younger
+// one (a second installer of a rolling update may be writing it) is kept,
+// and so is anything not named like ours.
+func TestStaleTempFilesRemoved(t *testing.T) {
+	n := newNode(t)
+	n.write("10-a.conflist", bridgeList)
+	old := time.Now().Add(-2 * time.Minute)
+	files := map[string]bool{ // name → removed
+		".leakguard-10-a.conflist.tmp-123": true,
+		".leakguard-10-a.conflist.tmp-456": false, // young
+		".agent.tmp":                       false,
+	}
+	for name := range files {
+		p := filepath.Join(n.conf, name)
+		if err := os.WriteFile(p, []byte("{"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if name != ".leakguard-10-a.conflist.tmp-456" {
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	binTemp := filepath.Join(n.bin, ".leakguard-leakguard.tmp-789")
+	if err := os.WriteFile(binTemp, []byte("half a binary"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(binTemp, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.installer(n.opts()).Install(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for name, removed := range files {
+		if n.exists(name) == removed {
+			t.Errorf("%s: exists %v, want removed %v", name, n.exists(name), removed)
+		}
+	}
+	if _, err := os.Stat(binTemp); !os.IsNotExist(err) {
+		t.Errorf("stale temp in the bin dir kept: %v", err)
+	}
+}

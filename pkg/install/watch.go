@@ -36,12 +36,13 @@ func (in *Installer) Install(ctx context.Context) error { return in.run(ctx, fal
 func (in *Installer) Watch(ctx context.Context) error { return in.run(ctx, true) }
 
 func (in *Installer) run(ctx context.Context, watch bool) error {
-	now := time.Now()
-	for _, d := range in.dirs() {
-		removeStaleTemps(d, now)
-	}
 	backoff := time.Second
 	for {
+		for _, d := range in.dirs() {
+			if n := removeStaleTemps(d, time.Now()); n > 0 {
+				in.log.Info("removed temp files of a killed installer", "dir", d, "files", n)
+			}
+		}
 		// A fresh watch every round, armed before the pass: what changes
 		// during the pass wakes the next round, what changed before it the
 		// pass sees. Nothing is lost when a watch is (inotify drops a
