@@ -28,7 +28,7 @@ export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
 export LEAKGUARD_RUNTIME_CACHE := $(RUNTIME_CACHE)
 
-.PHONY: all build test-bins test-deps runtime-deps test vet fmt-check shellcheck lint demo bench fuzz stress install clean
+.PHONY: all build test-bins test-deps runtime-deps test vet fmt-check shellcheck lint demo bench bench-install fuzz stress install clean
 
 all: build
 
@@ -93,6 +93,10 @@ FUZZTIME ?= 60s
 FUZZMINIMIZETIME ?= 5s
 fuzz:
 	GO=$(GO) scripts/fuzz.sh $(FUZZTIME) $(FUZZMINIMIZETIME)
+
+# Installer and agent figures: re-insertion latency, idle CPU, agent RSS (about 2 minutes).
+bench-install: build test-bins
+	scripts/bench-install.sh
 
 install: build
 	install -d $(DESTDIR)$(CNI_BIN_DIR) $(DESTDIR)$(HOOK_DIR) $(DESTDIR)$(SBIN_DIR)

@@ -4,6 +4,11 @@
 //	leakguardctl scan    [--state-dir DIR] [--pin-dir DIR] [--json] [--prometheus FILE] [--recheck D]
 //	leakguardctl reap    [--state-dir DIR] [--pin-dir DIR] [--all-orphans] [--dry-run] [--json] [--recheck D]
 //	leakguardctl records [--state-dir DIR] [--pin-dir DIR] [--json]
+//	leakguardctl install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--from DIR] [--primary NAME]
+//	                     [--own-file] [--plugin-config JSON] [--hook-dir DIR] [--nri-dir DIR] [--watch]
+//	leakguardctl uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--hook-dir DIR] [--nri-dir DIR]
+//	leakguardctl serve   [--listen ADDR] [--interval D] [--reap owned] [--gc] [--install [install flags]]
+//	leakguardctl gc      [--state-dir DIR] [--pin-dir DIR] [--json]
 //
 // scan lists host links whose link-netnsid names a netns that no process,
 // thread, nsfs bind mount (in any mount namespace) or open nsfs fd reaches,
@@ -40,6 +45,13 @@
 // --prometheus writes node_exporter textfile metrics atomically (see
 // pkg/report.Prometheus for the metric names).
 //
+// install puts leakguard into the node's CNI chain (pkg/install): binaries
+// first, then the entry, appended to the primary network's config (or to
+// leakguard's own copy of it with --own-file); --watch keeps it there until
+// SIGTERM, which leaves everything installed. uninstall removes the entry
+// first, then the binaries. serve is the node agent (pkg/scan/agent): scans
+// every --interval and serves /metrics, /healthz and /readyz.
+//
 // Exit codes: 0 success, 1 error, 2 usage.
 package main
 
@@ -65,6 +77,11 @@ commands:
   reap     delete the leaked host links that scan finds (by default only those
            a leakguard record or tombstone owns)
   records  list leakguard's records, tombstones and netns pins
+  install  put leakguard into the node's CNI chain (--watch: keep it there)
+  uninstall
+           take leakguard out of the chain, then remove its binaries
+  serve    the node agent: periodic scans, Prometheus /metrics, /healthz, /readyz
+  gc       run leakguard's GC once: reap records whose netns is provably orphaned
 
 Run "leakguardctl <command> -h" for the command's flags.
 `
@@ -88,7 +105,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
-	cmds := map[string]func([]string, io.Writer, io.Writer) error{"scan": scan, "reap": reap, "records": records}
+	cmds := map[string]func([]string, io.Writer, io.Writer) error{
+		"scan": scan, "reap": reap, "records": records,
+		"install": installCmd, "uninstall": uninstallCmd, "serve": serve, "gc": gcCmd,
+	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

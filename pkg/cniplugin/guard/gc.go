@@ -93,6 +93,9 @@ func (p *Plugin) gc(inv *invocation, _ *skel.CmdArgs) error {
 		}
 		if done {
 			reaped[r.Key] = true
+			if p.GCReaped != nil {
+				p.GCReaped(r.Key)
+			}
 		}
 		if !routing.Empty() {
 			routings = append(routings, routing)

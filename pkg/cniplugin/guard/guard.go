@@ -47,6 +47,9 @@ type Plugin struct {
 	// gss-proxy armed it; empty is rescue.DefaultGSSFlagPath (tests point it
 	// at a file of their own).
 	GSSFlagPath string
+	// GCReaped, when set, is told of each attachment GC reaps (the node
+	// agent counts them for its metrics).
+	GCReaped func(record.Key)
 }
 
 // New returns a Plugin with production settings.

@@ -169,3 +169,27 @@ func absBelowRoot(p *string) error {
 	*p = filepath.Clean(*p)
 	return nil
 }
+
+// OwnKey returns key as leakguard spells it when it is one of leakguard's
+// own configuration keys (matched case-insensitively, as the parse does),
+// else "". Wrapper mode's delegate and the GC list are not settings an
+// installer chains, so they are not counted.
+func OwnKey(key string) string {
+	for _, f := range fields {
+		if f.key != "delegate" && f.key != "cni.dev/attachments" && strings.EqualFold(f.key, key) {
+			return f.key
+		}
+	}
+	return ""
+}
+
+// OwnKeys lists leakguard's own configuration keys (see OwnKey).
+func OwnKeys() []string {
+	var keys []string
+	for _, f := range fields {
+		if OwnKey(f.key) != "" {
+			keys = append(keys, f.key)
+		}
+	}
+	return keys
+}

@@ -133,3 +133,19 @@ func TestParseForDel(t *testing.T) {
 		t.Fatalf("valid config: %+v %v", c, problems)
 	}
 }
+
+// OwnKey matches leakguard's settings as the parse does (case-insensitively)
+// and leaves out what an installer never chains (delegate, the GC list).
+func TestOwnKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"stateDir": "stateDir", "statedir": "stateDir", "PINNETNS": "pinNetns", "logFile": "logFile",
+		"delegate": "", "cni.dev/attachments": "", "type": "", "stateDirr": "",
+	} {
+		if got := OwnKey(in); got != want {
+			t.Errorf("OwnKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := strings.Join(OwnKeys(), ","); got != "stateDir,pinDir,logFile,logLevel,pinNetns" {
+		t.Errorf("OwnKeys = %s", got)
+	}
+}

@@ -1,0 +1,518 @@
+// Package install puts leakguard into a node's CNI chain and keeps it there:
+// it copies the binaries into place atomically, appends leakguard's entry to
+// the primary network's config (the one the runtime uses), and, watching the
+// conf dir, puts it back whenever the primary's agent rewrites its file.
+// Uninstall removes the entry first, then the binaries: an entry whose binary
+// is gone fails every pod's DEL.
+//
+// One reconcile pass (Reconcile) reads top to bottom: binaries → pick the
+// primary → edit its raw JSON → check the result loads with libcni → write it
+// atomically → see what the runtime now loads.
+package install
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultConfDir = "/etc/cni/net.d"
+	DefaultBinDir  = "/opt/cni/bin"
+	// DefaultOwnFile sorts before the usual NN-name primaries (05-cilium,
+	// 10-calico, 10-aws, ...), so runtimes load it first.
+	DefaultOwnFile = "00-leakguard.conflist"
+	// DefaultResync is the backstop re-check, in case a change was missed
+	// (a lost inotify watch): cheap, a few small files read and parsed.
+	DefaultResync = 10 * time.Second
+	// DefaultRevertBurst and DefaultRevertInterval limit re-insertions into
+	// one file: a burst, then one per interval, so that leakguard and an
+	// agent that keeps dropping its entry do not rewrite the file in a loop.
+	DefaultRevertBurst    = 5
+	DefaultRevertInterval = 10 * time.Second
+)
+
+// Options configure an Installer.
+type Options struct {
+	// ConfDir is the runtime's CNI conf dir; BinDir its CNI bin dir.
+	ConfDir, BinDir string
+	// From holds the binaries to install (leakguard, leakguard-hook,
+	// leakguard-nri).
+	From string
+	// Primary names the primary network's file; "" picks it as runtimes do.
+	Primary string
+	// OwnFile, when set, names leakguard's own copy of the primary (with
+	// leakguard appended), kept in sync with it; the primary is not edited.
+	// It must sort before the primary.
+	OwnFile string
+	// Entry is leakguard's entry (ParseEntry); the zero value is
+	// {"type":"leakguard"}.
+	Entry Entry
+	// HookDir, when set, receives leakguard-hook; NRIDir leakguard-nri, as
+	// NRIName (default leakguard-nri; containerd's plugin_path wants
+	// NN-name).
+	HookDir, NRIDir, NRIName string
+	// Resync is the backstop re-check interval of Run (DefaultResync).
+	Resync time.Duration
+	// RevertBurst and RevertInterval rate-limit re-insertions into a file
+	// (DefaultRevertBurst, DefaultRevertInterval).
+	RevertBurst    int
+	RevertInterval time.Duration
+	// Log receives what the installer does; nil discards it.
+	Log *slog.Logger
+}
+
+// Status is what the installer last saw. Installed means runtimes will run
+// leakguard for the next pod: the config they load (the first loadable file,
+// or Primary when set) runs leakguard, and its binary is in place.
+type Status struct {
+	Installed bool
+	// File holds leakguard's entry (the primary, or OwnFile); Primary is
+	// the primary network's file.
+	File, Primary string
+	// Writes counts config writes; Reinsertions those that put back an
+	// entry someone else had removed.
+	Writes, Reinsertions uint64
+	// Err is the last pass's problem ("" when it succeeded).
+	Err string
+	// Checked is when the last pass ran.
+	Checked time.Time
+}
+
+// Installer installs leakguard and keeps it installed. Its methods are safe
+// for concurrent use; passes are serialised.
+type Installer struct {
+	opts Options
+	log  *slog.Logger
+
+	pass sync.Mutex // one pass at a time
+	bins *binaries
+	// primary is the file chosen last time: once chosen, a primary that
+	// stops parsing is left alone rather than swapped for the next file.
+	primary string
+	// written is the hash of our last write of each file: a file that
+	// still has it is our own write, not a change to react to.
+	written map[string][32]byte
+	// holding: files seen holding our entry, so a later write is a
+	// re-insertion.
+	holding map[string]bool
+	limits  map[string]*revertLimit
+	// skipped remembers the unloadable files logged (name → content hash
+	// and error), so each is logged once until it changes.
+	skipped map[string]string
+	lastErr string
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New checks opts and returns an Installer.
+func New(opts Options) (*Installer, error) {
+	if opts.ConfDir == "" {
+		opts.ConfDir = DefaultConfDir
+	}
+	if opts.BinDir == "" {
+		opts.BinDir = DefaultBinDir
+	}
+	if opts.From == "" {
+		return nil, errors.New("no dir to install binaries from")
+	}
+	for _, d := range []*string{&opts.ConfDir, &opts.BinDir, &opts.From, &opts.HookDir, &opts.NRIDir} {
+		if *d != "" && !filepath.IsAbs(*d) {
+			return nil, fmt.Errorf("%q must be an absolute path", *d)
+		}
+		if *d != "" {
+			*d = filepath.Clean(*d) // events name files by dir + name
+		}
+	}
+	for _, n := range []string{opts.Primary, opts.OwnFile, opts.NRIName} {
+		if n != "" && (strings.ContainsRune(n, '/') || n == "." || n == ".." || strings.HasPrefix(n, tempPrefix)) {
+			return nil, fmt.Errorf("%q must be a plain file name", n)
+		}
+	}
+	if opts.Primary != "" && !hasConfExt(opts.Primary) {
+		return nil, fmt.Errorf("primary %q: runtimes load only %s files", opts.Primary, strings.Join(confExts, ", "))
+	}
+	if opts.OwnFile != "" && !strings.HasSuffix(opts.OwnFile, ".conflist") {
+		return nil, fmt.Errorf("own file %q must be a .conflist", opts.OwnFile)
+	}
+	if opts.OwnFile != "" && opts.OwnFile == opts.Primary {
+		return nil, fmt.Errorf("own file and primary are both %q", opts.OwnFile)
+	}
+	if opts.NRIName == "" {
+		opts.NRIName = NRIBinary
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = DefaultResync
+	}
+	if opts.RevertBurst <= 0 {
+		opts.RevertBurst = DefaultRevertBurst
+	}
+	if opts.RevertInterval <= 0 {
+		opts.RevertInterval = DefaultRevertInterval
+	}
+	if len(opts.Entry.obj) == 0 {
+		opts.Entry, _ = ParseEntry("")
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Installer{
+		opts: opts, log: log, bins: newBinaries(),
+		written: map[string][32]byte{}, holding: map[string]bool{},
+		limits: map[string]*revertLimit{}, skipped: map[string]string{},
+	}, nil
+}
+
+func hasConfExt(name string) bool {
+	for _, e := range confExts {
+		if filepath.Ext(name) == e {
+			return true
+		}
+	}
+	return false
+}
+
+// Status returns what the last pass saw.
+func (in *Installer) Status() Status {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.status
+}
+
+func (in *Installer) update(f func(*Status)) {
+	in.mu.Lock()
+	f(&in.status)
+	in.mu.Unlock()
+}
+
+// binaries lists what to install: leakguard always, the hook and the NRI
+// plugin when their dirs are given.
+func (in *Installer) binaries() []binary {
+	bs := []binary{{Src: filepath.Join(in.opts.From, PluginType), Dir: in.opts.BinDir, Name: PluginType}}
+	if in.opts.HookDir != "" {
+		bs = append(bs, binary{Src: filepath.Join(in.opts.From, HookBinary), Dir: in.opts.HookDir, Name: HookBinary, MakeDir: true})
+	}
+	if in.opts.NRIDir != "" {
+		bs = append(bs, binary{Src: filepath.Join(in.opts.From, NRIBinary), Dir: in.opts.NRIDir, Name: in.opts.NRIName})
+	}
+	return bs
+}
+
+// waitError is a condition the installer waits out (a dir or primary that
+// does not exist yet); it is reported, not alarming.
+type waitError struct{ msg string }
+
+func (e *waitError) Error() string { return e.msg }
+
+// Waiting tells whether err is a wait for something to appear rather than
+// a failure.
+func Waiting(err error) bool {
+	var w *waitError
+	return errors.As(err, &w) || errors.Is(err, errNoDir)
+}
+
+// limitError: a re-insertion into File is held back by the rate limit.
+type limitError struct {
+	File  string
+	After time.Duration
+}
+
+func (e *limitError) Error() string {
+	return fmt.Sprintf("%s keeps losing leakguard's entry: next re-insertion in %v", e.File, e.After.Round(time.Millisecond))
+}
+
+// Reconcile runs one pass: binaries first (an entry must never name a
+// binary that is not there), then the config. It returns the pass's
+// problem, also kept in Status.
+func (in *Installer) Reconcile() error {
+	in.pass.Lock()
+	defer in.pass.Unlock()
+	err := in.reconcile()
+	in.report(err)
+	return err
+}
+
+func (in *Installer) reconcile() error {
+	for _, b := range in.binaries() {
+		wrote, err := in.bins.ensure(b)
+		if err != nil {
+			return fmt.Errorf("install %s: %w", b.dst(), err)
+		}
+		if wrote {
+			in.log.Info("installed binary", "path", b.dst())
+		}
+	}
+	dir := in.opts.ConfDir
+	if err := checkDir(dir); err != nil {
+		return err
+	}
+	names, err := listConfs(dir)
+	if err != nil {
+		return err
+	}
+	src, err := in.pickPrimary(names)
+	if err != nil {
+		return err
+	}
+	if err := in.apply(src); err != nil {
+		return err
+	}
+	return in.observe(src)
+}
+
+// pickPrimary chooses the primary network's file as runtimes do: the first
+// file in name order that loads, skipping leakguard's own file and chains
+// with no main plugin; Primary overrides. A chosen primary that stops
+// loading (an agent rewriting it, a half-written file) is left alone and
+// retried on the next change, never swapped for another network's file.
+func (in *Installer) pickPrimary(names []string) (*confFile, error) {
+	dir := in.opts.ConfDir
+	if p := in.opts.Primary; p != "" {
+		name := p
+		if !contains(names, name) {
+			// Our own conversion of a .conf (or .json) primary.
+			if alt := conflistOf(p); alt != p && contains(names, alt) {
+				name = alt
+			} else {
+				return nil, &waitError{fmt.Sprintf("primary %s does not exist yet in %s", p, dir)}
+			}
+		}
+		f := readConf(dir, name)
+		if f.Err != nil {
+			return nil, fmt.Errorf("primary %s cannot be loaded, left alone until it changes: %w", name, f.Err)
+		}
+		return f, nil
+	}
+	for _, n := range names {
+		if n == in.opts.OwnFile {
+			continue
+		}
+		f := readConf(dir, n)
+		if f.Err != nil {
+			if n == in.primary {
+				return nil, fmt.Errorf("primary %s cannot be loaded, left alone until it changes: %w", n, f.Err)
+			}
+			if why := fmt.Sprintf("%x %v", f.Sum, f.Err); in.skipped[n] != why {
+				in.skipped[n] = why
+				in.log.Warn("config file skipped: it does not load (containerd, which loads only the first file, fails while it sorts first)", "file", n, "err", f.Err)
+			}
+			continue
+		}
+		delete(in.skipped, n)
+		if f.leakguardOnly() {
+			continue
+		}
+		if in.primary != n {
+			in.log.Info("primary network config", "file", n)
+			in.primary = n
+		}
+		return f, nil
+	}
+	return nil, &waitError{fmt.Sprintf("no primary network config in %s yet", dir)}
+}
+
+func contains(names []string, n string) bool {
+	for _, x := range names {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// conflistOf is the name a .conf or .json config gets as a conflist.
+func conflistOf(name string) string {
+	if ext := filepath.Ext(name); ext == ".conf" || ext == ".json" {
+		return strings.TrimSuffix(name, ext) + ".conflist"
+	}
+	return name
+}
+
+// apply writes leakguard's entry where it belongs: into the primary (a
+// .conf or .json becomes a .conflist of the same stem, name and cniVersion),
+// or into OwnFile as a copy of the primary.
+func (in *Installer) apply(src *confFile) error {
+	dir := in.opts.ConfDir
+	list, changed, err := withEntry(src.List, in.opts.Entry)
+	if errors.Is(err, errWrapped) {
+		return nil // leakguard is in the chain already, as the operator put it
+	}
+	if err != nil {
+		return fmt.Errorf("primary %s: %w", src.Name, err)
+	}
+	target := conflistOf(src.Name)
+	if in.opts.OwnFile != "" {
+		target = in.opts.OwnFile
+		if target > src.Name {
+			return fmt.Errorf("own file %s sorts after the primary %s, so runtimes would not load it: choose a name that sorts first", target, src.Name)
+		}
+		changed = true // compared with the own file's content below
+	} else if !src.IsList {
+		changed = true
+	}
+	if !changed {
+		in.holding[target] = true
+		return nil
+	}
+	out, err := list.render()
+	if err != nil {
+		return err
+	}
+	if err := verifyChain(out, src); err != nil {
+		return fmt.Errorf("refusing to write %s: %w", target, err)
+	}
+	cur := readConf(dir, target)
+	same := cur.Err == nil && string(cur.Data) == string(out)
+	// Put back after someone removed it: a file we saw holding the entry
+	// was rewritten by someone else, or a .conf we converted was written
+	// again (it sorts before, so shadows, our .conflist).
+	reverted := in.holding[target] && ((!same && cur.Sum != in.written[target]) || (in.opts.OwnFile == "" && src.Name != target))
+	if reverted {
+		if err := in.allowReinsert(target); err != nil {
+			return err
+		}
+		in.update(func(s *Status) { s.Reinsertions++ })
+		in.log.Info("re-inserting leakguard's entry: the file was rewritten without it", "file", target, "primary", src.Name)
+	}
+	if same {
+		in.written[target] = cur.Sum
+		in.holding[target] = true
+		return in.dropConverted(src, target)
+	}
+	if cur.Symlink {
+		return fmt.Errorf("%s is a symlink: leakguard replaces only regular files (use an own file)", target)
+	}
+	mode, own := src.Mode, &owner{UID: src.UID, GID: src.GID}
+	if cur.Data != nil {
+		mode, own = cur.Mode, &owner{UID: cur.UID, GID: cur.GID}
+	}
+	if err := writeAtomic(dir, target, mode, own, func(w io.Writer) error { _, err := w.Write(out); return err }); err != nil {
+		return err
+	}
+	in.written[target] = sha(out)
+	in.holding[target] = true
+	in.update(func(s *Status) { s.Writes++ })
+	in.log.Info("wrote leakguard's entry", "file", target, "primary", src.Name)
+	if in.opts.OwnFile == "" {
+		in.primary = target
+	}
+	return in.dropConverted(src, target)
+}
+
+// dropConverted removes a .conf (or .json) primary once its .conflist is in
+// place. The .conflist is written first: runtimes sort 10-x.conf before
+// 10-x.conflist, so until the .conf goes they keep loading it, complete and
+// as it was, and right after they load the complete .conflist; the dir never
+// holds a half-written config or none. The .conf is removed only if it still
+// holds what was converted: an agent's newer version is converted next pass.
+func (in *Installer) dropConverted(src *confFile, target string) error {
+	if in.opts.OwnFile != "" || src.IsList || target == src.Name {
+		return nil
+	}
+	now := readConf(in.opts.ConfDir, src.Name)
+	if now.Data == nil || now.Sum != src.Sum {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(in.opts.ConfDir, src.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s after converting it to %s: %w", src.Name, target, err)
+	}
+	in.log.Info("converted to a conflist", "from", src.Name, "to", target)
+	return syncDir(in.opts.ConfDir)
+}
+
+// observe records what runtimes will load now.
+func (in *Installer) observe(src *confFile) error {
+	dir := in.opts.ConfDir
+	file := conflistOf(src.Name)
+	if in.opts.OwnFile != "" {
+		file = in.opts.OwnFile
+	}
+	effective := file
+	if in.opts.Primary == "" {
+		names, err := listConfs(dir)
+		if err != nil {
+			return err
+		}
+		effective = ""
+		for _, n := range names {
+			if f := readConf(dir, n); f.Err == nil {
+				effective = n
+				break
+			}
+		}
+	}
+	f := readConf(dir, effective)
+	installed := f.Err == nil && f.holds() && present(filepath.Join(in.opts.BinDir, PluginType))
+	in.update(func(s *Status) { s.Installed, s.File, s.Primary = installed, file, src.Name })
+	if !installed {
+		return fmt.Errorf("runtimes load %s, which does not run leakguard", effective)
+	}
+	return nil
+}
+
+// report keeps the pass's outcome in Status and logs it when it changes.
+func (in *Installer) report(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	in.update(func(s *Status) {
+		s.Err, s.Checked = msg, time.Now()
+		if err != nil {
+			s.Installed = false // something needed doing and could not be done
+		}
+	})
+	if msg == in.lastErr {
+		return
+	}
+	in.lastErr = msg
+	var le *limitError
+	switch {
+	case err == nil:
+		in.log.Info("leakguard is in the chain", "file", in.Status().File)
+	case errors.As(err, &le):
+		// allowReinsert logs it, at most once a minute.
+	case Waiting(err):
+		in.log.Info("waiting", "reason", msg)
+	default:
+		in.log.Error("not installed; retrying", "err", msg)
+	}
+}
+
+// Check tells, changing nothing, whether runtimes loading confDir run
+// leakguard for the next pod: the config they load (the first file that
+// loads, or primary when set) runs it, and binDir holds its binary. file is
+// that config file. A node agent in another process than the installer
+// uses it for its readiness.
+func Check(confDir, binDir, primary string) (string, bool, error) {
+	if err := checkDir(confDir); err != nil {
+		return "", false, err
+	}
+	names, err := listConfs(confDir)
+	if err != nil {
+		return "", false, err
+	}
+	var f *confFile
+	for _, n := range names {
+		if primary != "" && n != primary && n != conflistOf(primary) {
+			continue
+		}
+		if c := readConf(confDir, n); c.Err == nil {
+			f = c
+			break
+		}
+	}
+	if f == nil {
+		return "", false, &waitError{fmt.Sprintf("no loadable network config in %s", confDir)}
+	}
+	return f.Name, f.holds() && present(filepath.Join(binDir, PluginType)), nil
+}

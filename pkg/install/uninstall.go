@@ -1,0 +1,155 @@
+package install
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// UninstallReport says what Uninstall changed.
+type UninstallReport struct {
+	// Edited are the config files leakguard's entry was removed from;
+	// Removed the config files removed (leakguard's own file).
+	Edited, Removed []string
+	// Binaries are the binaries removed.
+	Binaries []string
+}
+
+// Uninstall takes leakguard out of the node: first its entry from every
+// config file of the conf dir (each rewritten atomically; leakguard's own
+// file removed), then, once no config file runs leakguard any more, its
+// binaries. If any file may still run leakguard (one it cannot parse that
+// mentions it, a wrapper-mode chain, a symlink), the binaries stay and the
+// error says which file: an entry whose binary is gone fails every pod's DEL.
+// ownFile is leakguard's own file's name ("" for DefaultOwnFile); it is
+// removed only if it runs leakguard.
+func (in *Installer) Uninstall(ownFile string) (UninstallReport, error) {
+	in.pass.Lock()
+	defer in.pass.Unlock()
+	var rep UninstallReport
+	if ownFile == "" {
+		ownFile = in.opts.OwnFile
+	}
+	if ownFile == "" {
+		ownFile = DefaultOwnFile
+	}
+	dir := in.opts.ConfDir
+	err := checkDir(dir)
+	switch {
+	case errors.Is(err, errNoDir):
+		// No config can name leakguard.
+	case err != nil:
+		return rep, err
+	default:
+		if err := in.removeEntries(ownFile, &rep); err != nil {
+			return rep, fmt.Errorf("%w; binaries kept", err)
+		}
+		if err := stillRuns(dir); err != nil {
+			return rep, fmt.Errorf("%w; binaries kept", err)
+		}
+	}
+	for _, b := range in.binaries() {
+		if _, err := os.Lstat(b.dst()); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := removeBinary(b.dst()); err != nil {
+			return rep, fmt.Errorf("remove %s: %w", b.dst(), err)
+		}
+		rep.Binaries = append(rep.Binaries, b.dst())
+		in.log.Info("removed binary", "path", b.dst())
+	}
+	in.update(func(s *Status) { s.Installed = false })
+	return rep, nil
+}
+
+// removeEntries removes leakguard's own file first (runtimes fall back to
+// the primary, complete), then the entry from every other config file.
+func (in *Installer) removeEntries(ownFile string, rep *UninstallReport) error {
+	dir := in.opts.ConfDir
+	names, err := listConfs(dir)
+	if err != nil {
+		return err
+	}
+	if contains(names, ownFile) {
+		if f := readConf(dir, ownFile); f.Err == nil && f.holds() {
+			if err := os.Remove(filepath.Join(dir, ownFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", ownFile, err)
+			}
+			if err := syncDir(dir); err != nil {
+				return err
+			}
+			rep.Removed = append(rep.Removed, ownFile)
+			in.log.Info("removed leakguard's own file", "file", ownFile)
+		}
+	}
+	var errs []error
+	for _, n := range names {
+		if n == ownFile && contains(rep.Removed, n) {
+			continue
+		}
+		f := readConf(dir, n)
+		if f.Err != nil {
+			continue // stillRuns judges what it cannot parse
+		}
+		list, removed, err := withoutEntry(f.List)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+			continue
+		}
+		if removed == 0 {
+			continue
+		}
+		if f.Symlink {
+			errs = append(errs, fmt.Errorf("%s runs leakguard but is a symlink: not written through; remove the entry by hand", n))
+			continue
+		}
+		if ps, _ := plugins(list); len(ps) == 0 {
+			// Nothing but leakguard: not a network anyone else wrote.
+			if err := os.Remove(filepath.Join(dir, n)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			rep.Removed = append(rep.Removed, n)
+			continue
+		}
+		out, err := list.render()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		err = writeAtomic(dir, n, f.Mode, &owner{UID: f.UID, GID: f.GID}, func(w io.Writer) error { _, err := w.Write(out); return err })
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.Edited = append(rep.Edited, n)
+		in.log.Info("removed leakguard's entry", "file", n, "entries", removed)
+	}
+	return errors.Join(errs...)
+}
+
+// stillRuns returns an error naming the first config file that runs, or may
+// run, leakguard.
+func stillRuns(dir string) error {
+	names, err := listConfs(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		f := readConf(dir, n)
+		if f.Err != nil {
+			if bytes.Contains(bytes.ToLower(f.Data), []byte(PluginType)) {
+				return fmt.Errorf("%s mentions leakguard but cannot be parsed (%v)", n, f.Err)
+			}
+			continue
+		}
+		ps, err := plugins(f.List)
+		if err == nil && mentions(ps) {
+			return fmt.Errorf("%s still runs leakguard (wrapper mode is removed by hand)", n)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/leakguard/leakguard/pkg/hook/nristate"
+	"github.com/leakguard/leakguard/pkg/install"
+	"github.com/leakguard/leakguard/pkg/scan/agent"
+	"github.com/leakguard/leakguard/pkg/scan/report"
+)
+
+func serve(args []string, _, stderr io.Writer) error {
+	var (
+		c          common
+		f          installFlags
+		listen     string
+		interval   time.Duration
+		reapMode   string
+		gc         bool
+		withInst   bool
+		readyChain bool
+		nriState   string
+	)
+	fs := newFlags("serve", stderr, &c)
+	scanFlags(fs, &c)
+	f.register(fs, true)
+	fs.StringVar(&listen, "listen", agent.DefaultListen, "address of /metrics, /healthz and /readyz")
+	fs.DurationVar(&interval, "interval", agent.DefaultInterval, "time between scans")
+	fs.StringVar(&reapMode, "reap", "", `"owned": after each scan, delete the leaked host links a leakguard record or tombstone owns (as leakguardctl reap)`)
+	fs.BoolVar(&gc, "gc", false, "after each scan, run leakguard's GC: reap records whose netns is provably orphaned, drop finished tombstones")
+	fs.BoolVar(&withInst, "install", false, "also run `install --watch` in this process, with the install flags (--cni-conf-dir, --plugin-config, ...); /readyz then waits for the chain")
+	fs.BoolVar(&readyChain, "ready-needs-chain", false, "without --install: /readyz waits until the config runtimes load in --cni-conf-dir runs leakguard")
+	fs.StringVar(&nriState, "nri-state", nristate.DefaultPath, `leakguard-nri's state file, for leakguard_nri_connected ("" to ignore)`)
+	if err := parse(fs, args); err != nil {
+		return helpOK(err)
+	}
+	if c.json {
+		fmt.Fprintln(stderr, "serve: --json does not apply")
+		return errUsage
+	}
+	if reapMode != "" && reapMode != "owned" {
+		fmt.Fprintf(stderr, "serve: --reap %q: only \"owned\" (orphans are for an operator to judge: leakguardctl reap --all-orphans)\n", reapMode)
+		return errUsage
+	}
+	if interval < time.Second {
+		fmt.Fprintf(stderr, "serve: --interval %v: at least 1s\n", interval)
+		return errUsage
+	}
+	level, err := parseLevel(f.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "serve: --log-level: %v\n", err)
+		return errUsage
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	opts := agent.Options{
+		StateDir: c.stateDir, PinDir: c.pinDir, Interval: interval, Recheck: c.recheck,
+		Reap: reapMode == "owned", GC: gc,
+		ConfDir: f.confDir, BinDir: f.binDir, ReadyNeedsChain: readyChain || withInst,
+		NRIState: nriState, Log: log.With("component", "agent"), Stderr: stderr,
+	}
+	if c.recheck == 0 {
+		opts.Recheck = -1
+	}
+	var in *install.Installer
+	if withInst {
+		if in, err = f.installer("serve", stderr); err != nil {
+			return err
+		}
+		opts.Installer = in
+		// The records are where the inserted entry says, unless told.
+		set := map[string]bool{}
+		fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+		if e, _ := install.ParseEntry(f.pluginConfig); e.Config() != nil {
+			if !set["state-dir"] {
+				opts.StateDir = e.Config().StateDir
+			}
+			if !set["pin-dir"] {
+				opts.PinDir = e.Config().PinDir
+			}
+		}
+	}
+	a := agent.New(opts)
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signalContext()
+	defer stop()
+	errc := make(chan error, 3)
+	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- a.Run(ctx) }()
+	if in != nil {
+		go func() { errc <- in.Watch(ctx) }()
+	}
+	log.Info("serving", "listen", ln.Addr().String(), "interval", interval.String(), "reap", reapMode, "gc", gc, "install", withInst)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			stop()
+			srv.Close()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shut)
+	if in != nil {
+		fmt.Fprintln(stderr, "leakguardctl serve: stopped; leakguard stays installed (run uninstall to remove it)")
+	}
+	return nil
+}
+
+// gcCmd runs leakguard's GC once for every network with records: what
+// `serve --gc` does after each scan.
+func gcCmd(args []string, stdout, stderr io.Writer) error {
+	var c common
+	fs := newFlags("gc", stderr, &c)
+	fs.StringVar(&c.pinDir, "pin-dir", "", "leakguard's netns pin dir (default <state-dir>/netns)")
+	if err := parse(fs, args); err != nil {
+		return helpOK(err)
+	}
+	a := agent.New(agent.Options{StateDir: c.stateDir, PinDir: c.pinDir, Stderr: stderr})
+	n, err := a.GCNow()
+	if c.json {
+		out := struct {
+			Reaped int      `json:"reaped"`
+			Errors []string `json:"errors,omitempty"`
+		}{Reaped: n}
+		if err != nil {
+			out.Errors = []string{err.Error()}
+		}
+		if jerr := report.JSON(stdout, out); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "GC reaped %d stale attachment(s)\n", n)
+	return err
+}
