@@ -31,6 +31,7 @@ import (
 	nrilog "github.com/containerd/nri/pkg/log"
 
 	"github.com/leakguard/leakguard/pkg/hook/nri"
+	"github.com/leakguard/leakguard/pkg/hook/nristate"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Getenv, os.Stderr)) }
@@ -93,6 +94,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (nri.Opt
 	fs.StringVar(&o.Name, "name", nri.DefaultName, "plugin name, [a-zA-Z0-9_.+-] (external plugin)")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFile, "log-file", "", "append JSON log lines to this file instead of stderr")
+	fs.StringVar(&o.StateFile, "state-file", "", "report the connection state here for leakguardctl serve (its default path: "+nristate.DefaultPath+"; empty: none)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err

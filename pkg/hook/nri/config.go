@@ -57,6 +57,10 @@ type Options struct {
 	Idx, Name string
 	// Stderr receives the log when Settings.LogFile is empty, and errors.
 	Stderr io.Writer
+	// StateFile, when set, is where the plugin reports whether it is
+	// connected, for the node agent (pkg/hook/nristate; rewritten at each
+	// change and every nristate.Heartbeat).
+	StateFile string
 	// BackoffMin and BackoffMax bound the delay between connection attempts
 	// of an external plugin (defaults 100ms and 2s).
 	BackoffMin, BackoffMax time.Duration

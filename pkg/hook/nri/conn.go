@@ -37,6 +37,16 @@ const (
 func (p *Plugin) Run(ctx context.Context) error {
 	defer p.logs.close()
 	defer p.LogStats("leakguard-nri stopped")
+	if p.opts.StateFile != "" {
+		p.writeState()
+		hb, stop := context.WithCancel(ctx)
+		defer func() {
+			stop()
+			p.disconnected()
+			p.writeState()
+		}()
+		go p.heartbeat(hb)
+	}
 	if p.opts.Preinstalled {
 		connected, err := p.session(ctx)
 		switch {
@@ -198,12 +208,14 @@ func (p *Plugin) connected(runtime, version string) {
 	}
 	p.log().Info("connected to the runtime", "runtime", runtime, "runtime_version", version,
 		"mode", mode, "socket", socket, "id", p.opts.Idx+"-"+p.opts.Name, "pid", os.Getpid())
+	p.writeState()
 }
 
 func (p *Plugin) disconnected() {
 	if up, _ := p.conn.get(); up {
 		p.conn.set(false)
 		p.stats.disconnects.Add(1)
+		p.writeState()
 	}
 }
 

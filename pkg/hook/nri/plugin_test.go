@@ -1,6 +1,7 @@
 package nri_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 
 	"github.com/leakguard/leakguard/pkg/hook/nri"
+	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/test/nritest"
 )
 
@@ -282,4 +284,41 @@ func TestCreateLatency(t *testing.T) {
 		t.Fatalf("latency stats %+v after %d calls", c, n)
 	}
 	t.Logf("inside CreateContainer: p50 %v p99 %v max %v; runtime round trip mean %v", c.P50, c.P99, c.Max, roundTrip)
+}
+
+// The plugin reports its connection to the state file the node agent reads:
+// connected once joined, not connected when the runtime goes away and when
+// the plugin stops.
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "nri.sock")
+	state := filepath.Join(dir, "state", "state.json")
+	rt := nritest.Start(t, sock, nil)
+	lb := &nritest.Log{}
+	p, err := nri.New(nri.Options{
+		Settings: nri.Settings{HookPath: nritest.FakeHook(t), LogLevel: "debug"}, Socket: sock, Idx: "10", Name: "leakguard-nri",
+		Stderr: lb, StateFile: state, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer cancel()
+	rt.WaitJoined(1, 5*time.Second)
+	connected := func() bool {
+		s, err := nristate.Read(state)
+		return err == nil && s.ConnectedAt(time.Now())
+	}
+	waitFor(t, "the state file to say connected", 5*time.Second, connected)
+	rt.Stop()
+	waitFor(t, "the state file to say disconnected", 5*time.Second, func() bool { return !connected() })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if s, err := nristate.Read(state); err != nil || s.Connected || s.PID != os.Getpid() {
+		t.Fatalf("after stop: %+v, %v; want our pid, not connected", s, err)
+	}
 }
