@@ -7,7 +7,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
-	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/netns/nsident"
@@ -38,10 +37,7 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 			return err
 		}
 		inv.log.Error("state unusable; nothing can be reaped", "err", err)
-		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {
-			return p.delegateDel(inv.log, w, unrecordedNetns(inv.log, nil, inv.key, args.Netns))
-		}
-		return nil
+		return p.delegateUnrecorded(inv, nil, args)
 	}
 	forgotten := false
 	defer func() { lock.Release(forgotten) }()
@@ -58,17 +54,11 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 		inv.log.Warn("record not acted upon", "kind", disc.Kind.String(), "reason", disc.Error())
 	case err != nil:
 		inv.log.Error("cannot read record; leaving it for a later DEL", "err", err)
-		if w := p.delegateForDel(inv, args.StdinData, nil); w != nil {
-			return p.delegateDel(inv.log, w, unrecordedNetns(inv.log, st, inv.key, args.Netns))
-		}
-		return nil
+		return p.delegateUnrecorded(inv, st, args)
 	}
-	w := p.delegateForDel(inv, args.StdinData, rec)
 	if rec == nil {
-		if w != nil {
-			if err := p.delegateDel(inv.log, w, unrecordedNetns(inv.log, st, inv.key, args.Netns)); err != nil {
-				return err
-			}
+		if err := p.delegateUnrecorded(inv, st, args); err != nil {
+			return err
 		}
 		p.removeOrphanPin(inv)
 		p.reapUnrecorded(inv, args.Netns)
@@ -77,6 +67,7 @@ func (p *Plugin) del(inv *invocation, args *skel.CmdArgs) error {
 		return nil
 	}
 
+	w := p.delegateForDel(inv, args.StdinData, rec)
 	v := nsident.Classify(args.Netns, rec.Netns)
 	log := inv.log.With("netns", v.State.String(), "netnsReason", v.Reason)
 	switch v.State {
@@ -138,6 +129,17 @@ func (p *Plugin) delAlive(log *slog.Logger, st *store.Store, rec *record.Record,
 	return p.forget(log, st, rec, forgotten)
 }
 
+// delegateUnrecorded runs the delegate's DEL, if there is one, for an
+// attachment without a usable record: with the runtime's CNI_NETNS only when
+// it provably is no one else's netns (unrecordedNetns), else none.
+func (p *Plugin) delegateUnrecorded(inv *invocation, st *store.Store, args *skel.CmdArgs) error {
+	w := p.delegateForDel(inv, args.StdinData, nil)
+	if w == nil {
+		return nil
+	}
+	return p.delegateDel(inv.log, w, unrecordedNetns(inv.log, st, inv.key, args.Netns))
+}
+
 // forget removes the attachment's record.
 func (p *Plugin) forget(log *slog.Logger, st *store.Store, rec *record.Record, forgotten *bool) error {
 	if err := st.Remove(rec.Key); err != nil {
@@ -161,11 +163,8 @@ func dropOwnTombstones(log *slog.Logger, st *store.Store, k record.Key) {
 		log.Warn("tombstone discarded", "reason", err)
 	}
 	for _, t := range tombs {
-		if t.Record.GSSProxyArmed {
-			continue
-		}
-		if remain, err := podlink.Remains(nil, t.Record.HostLinks); remain || err != nil {
-			log.Info("tombstone kept: its host links remain", "path", t.Path, "err", err)
+		if spent, _, err := tombstoneSpent(nil, t.Record); !spent {
+			log.Info("tombstone kept: its host links remain or its netns is doomed", "path", t.Path, "err", err)
 			continue
 		}
 		if err := st.RemoveFile(t.Path); err != nil {

@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/leakguard/leakguard/pkg/cniplugin/podlink"
 	"github.com/leakguard/leakguard/pkg/cniplugin/podroute"
 	"github.com/leakguard/leakguard/pkg/cniplugin/record"
 	"github.com/leakguard/leakguard/pkg/cniplugin/store"
@@ -210,15 +209,14 @@ func gcRouting(log *slog.Logger, routings []podroute.State, recs []store.Entry, 
 // when its netns leaked.
 func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Store, e store.Entry, reach Reachability) error {
 	t := e.Record
-	remain, err := podlink.Remains(nl, t.HostLinks)
-	if err != nil {
+	spent, remain, err := tombstoneSpent(nl, t)
+	switch {
+	case err != nil:
 		return fmt.Errorf("tombstone %s: %w", e.Path, err)
-	}
-	if !remain && !t.GSSProxyArmed { // a doomed netns's tombstone is kept for the boot
+	case spent:
 		return st.RemoveFile(e.Path)
-	}
-	if !remain {
-		return nil
+	case !remain:
+		return nil // a doomed netns's tombstone, kept for the boot
 	}
 	if reach == nil || reach.Reachable(t.Netns) {
 		return nil // the main plugin can still clean it, or the pod lives on
@@ -229,6 +227,9 @@ func (p *Plugin) gcTombstone(log *slog.Logger, nl *netlink.Handle, st *store.Sto
 			return err
 		}
 		return fmt.Errorf("tombstone %s: some links could not be reaped", e.Path)
+	}
+	if t.GSSProxyArmed {
+		return st.Rewrite(e.Path, t) // links gone; the doomed netns is kept for the boot
 	}
 	return st.RemoveFile(e.Path)
 }

@@ -213,14 +213,25 @@ func sweepTombstones(log *slog.Logger, st *store.Store, skip string) {
 		log.Warn("tombstone discarded", "reason", err)
 	}
 	for _, t := range tombs {
-		if t.Path == skip || t.Record.GSSProxyArmed {
-			continue // a doomed netns's tombstone is kept for the boot
+		if t.Path == skip {
+			continue
 		}
-		if remain, err := podlink.Remains(nil, t.Record.HostLinks); remain || err != nil {
+		if spent, _, _ := tombstoneSpent(nil, t.Record); !spent {
 			continue
 		}
 		if err := st.RemoveFile(t.Path); err != nil {
 			log.Warn("cannot drop tombstone", "path", t.Path, "err", err)
 		}
 	}
+}
+
+// tombstoneSpent is the one rule for dropping a tombstone (DEL's sweep, a
+// repeated DEL, GC): none of its host links remains as recorded, and its
+// netns is not doomed (a doomed netns's tombstone is kept for the boot: the
+// scan and the agent count it). It also says whether links remain (GC reaps
+// them once the netns leaked): it returns spent, then remain. A failed
+// look-up is an error and keeps the tombstone.
+func tombstoneSpent(nl *netlink.Handle, t *record.Record) (bool, bool, error) {
+	remain, err := podlink.Remains(nl, t.HostLinks)
+	return err == nil && !remain && !t.GSSProxyArmed, remain, err
 }

@@ -485,3 +485,22 @@ func TestWrapperEvacuatesDoomedNetns(t *testing.T) {
 		t.Errorf("doomed netns: tombstones %v, want one kept", tombs)
 	}
 }
+
+// GC reaps the links of a doomed netns's tombstone once the netns leaked,
+// and keeps the tombstone for the boot (it used to drop it with the links).
+func TestGCKeepsDoomedTombstoneAfterReapingItsLinks(t *testing.T) {
+	f := newFixture(t)
+	f.plugin.GSSFlagPath = gssFlag(t, "1")
+	f.add("1.1.0")
+	if err := f.del(f.podPath, "1.1.0", f.prevResult()); err != nil {
+		t.Fatal(err)
+	}
+	nsutil.LeakBySocket(t, f.pod)
+	if err := f.gc(nil); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	f.mustBeGone(f.hostVeth.Name)
+	if n := len(tombstones(t, f.stateDir)); n != 1 {
+		t.Fatalf("doomed netns: %d tombstones after GC reaped its links, want 1 kept", n)
+	}
+}
