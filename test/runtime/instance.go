@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/leakguard/leakguard/pkg/netns/nsreach"
 )
 
 // instanceRoot is where instance dirs are made: short on purpose, unix
@@ -171,32 +173,10 @@ func mountPoints() ([]string, error) {
 		return nil, err
 	}
 	var out []string
-	for _, line := range strings.Split(string(raw), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) > 4 {
-			out = append(out, unescapeMount(fields[4]))
-		}
+	for _, m := range nsreach.ParseMountinfo(raw) {
+		out = append(out, m.MountPoint)
 	}
 	return out, nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // cgroupRoot holds one mount per hierarchy (cgroup v1 controllers, the v2

@@ -40,8 +40,6 @@ func (s *Store) TombstonesOf(k record.Key) ([]Entry, []error) {
 // the key named name.
 func isTombstoneOf(file, name string) bool {
 	stem, ok := strings.CutSuffix(file, tombExt)
-	if !ok || len(stem) != tombTimeDigits+1+len(name) || stem[tombTimeDigits] != '-' {
-		return false
-	}
-	return stem[tombTimeDigits+1:] == name && strings.Trim(stem[:tombTimeDigits], "0123456789") == ""
+	return ok && len(stem) > tombTimeDigits && strings.Trim(stem[:tombTimeDigits], "0123456789") == "" &&
+		tombKeyName(file) == name
 }
