@@ -3,7 +3,9 @@
 # `leakguardctl scan` on a node with 1,000 veths into 1,000 pod netns, half
 # of them leaked (held only by a socket created inside them). Prints the scan's
 # wall time (median/max over runs, with and without the re-check delay) and
-# peak RSS, and checks that exactly the leaked half is reported.
+# peak RSS, and checks that exactly the leaked half is reported; then the
+# agent (`leakguardctl serve`): scan time, CPU per scan and at a 60 s
+# interval, RSS.
 #
 # Runs bin/test/scanbench (test/cmd/scanbench) under `ip netns exec` in a
 # throw-away netns that plays the node: the private mount namespace `ip netns

@@ -11,8 +11,10 @@
 // process inside instead; odd-numbered pods are leaked the way auth_rpcgss
 // does it: a socket created inside is their only reference. Then it runs the
 // scan -runs times, checks that exactly the leaked pods are reported, and
-// prints wall time and peak RSS. Everything it created dies with it (sockets,
-// children) and with its mount namespace (the bind mounts).
+// prints wall time and peak RSS. Then it runs the agent (leakguardctl serve)
+// for -agent-scans scans and prints its scan time, CPU per scan and RSS.
+// Everything it created dies with it (sockets, children) and with its mount
+// namespace (the bind mounts).
 package main
 
 import (
@@ -38,6 +40,8 @@ type config struct {
 	pods, runs      int
 	procEvery       int
 	recheck         time.Duration
+	agentScans      int
+	agentInterval   time.Duration
 	keepProcs       []*exec.Cmd
 	leakedSockets   []int
 	reachableMounts int
@@ -51,6 +55,8 @@ func main() {
 	flag.IntVar(&c.runs, "runs", 5, "scans to time")
 	flag.IntVar(&c.procEvery, "proc-every", 10, "every Nth reachable pod is held by a process inside it instead of a mount (0: none)")
 	flag.DurationVar(&c.recheck, "recheck", 200*time.Millisecond, "leakguardctl's --recheck")
+	flag.IntVar(&c.agentScans, "agent-scans", 10, "then run the agent (leakguardctl serve) for this many scans (0: skip)")
+	flag.DurationVar(&c.agentInterval, "agent-interval", 2*time.Second, "the agent's --interval while measured")
 	flag.Parse()
 	if c.workDir == "" || flag.NArg() > 0 {
 		flag.Usage()
@@ -121,6 +127,9 @@ func run(c *config) error {
 			}
 			fmt.Printf("target: scan of %d netns (%d leaked) under 1s: %s\n", c.pods, leaked, verdict)
 		}
+	}
+	if c.agentScans > 0 {
+		return c.runAgent(leaked)
 	}
 	return nil
 }
