@@ -94,7 +94,7 @@ FUZZMINIMIZETIME ?= 5s
 fuzz:
 	GO=$(GO) scripts/fuzz.sh $(FUZZTIME) $(FUZZMINIMIZETIME)
 
-# Installer and agent figures: re-insertion latency, idle CPU, agent RSS (about 2 minutes).
+# Installer and agent figures: re-insertion latency, idle CPU, agent RSS (about 6 minutes: idle CPU over 5).
 bench-install: build test-bins
 	scripts/bench-install.sh
 

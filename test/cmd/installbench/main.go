@@ -1,7 +1,7 @@
 // Command installbench measures `leakguardctl install --watch` and
 // `leakguardctl serve` in throw-away dirs (scripts/bench-install.sh runs it):
 //
-//	installbench -leakguardctl bin/leakguardctl [-rounds 100] [-idle 60s] [-serve 30s]
+//	installbench -leakguardctl bin/leakguardctl [-rounds 100] [-idle 5m] [-serve 30s]
 //
 // It starts the installer on a conf dir holding a primary conflist, then,
 // -rounds times, rewrites the primary without leakguard (alternately by
@@ -42,7 +42,7 @@ const primary = `{
 func main() {
 	ctl := flag.String("leakguardctl", "bin/leakguardctl", "leakguardctl binary")
 	rounds := flag.Int("rounds", 100, "rewrites of the primary")
-	idle := flag.Duration("idle", 60*time.Second, "idle time over which the installer's CPU is measured")
+	idle := flag.Duration("idle", 5*time.Minute, "idle time over which the installer's CPU is measured")
 	serveFor := flag.Duration("serve", 30*time.Second, "how long the agent runs (1 s interval) before its RSS is read")
 	flag.Parse()
 	if err := run(*ctl, *rounds, *idle, *serveFor); err != nil {
