@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
 	"github.com/leakguard/leakguard/pkg/hook/hookpolicy"
 )
 
@@ -263,6 +264,17 @@ func (in *Installer) Reconcile() error {
 }
 
 func (in *Installer) reconcile() error {
+	// Before the entry exists: a state dir a hostPath volume created (0755)
+	// would make the plugin refuse every ADD.
+	if dir := in.opts.Entry.Config().StateDir; dir != "" {
+		adopted, err := store.Adopt(dir)
+		if err != nil {
+			return err
+		}
+		if adopted {
+			in.log.Info("made the state dir private (0700): it was an empty dir, as a hostPath volume creates it", "path", dir)
+		}
+	}
 	for _, b := range in.binaries() {
 		wrote, err := in.bins.ensure(b)
 		if err != nil {

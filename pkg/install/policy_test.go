@@ -89,3 +89,29 @@ func TestHookPolicyNeedsHookDir(t *testing.T) {
 		t.Fatal("a hook policy without a hook dir accepted")
 	}
 }
+
+// A state dir as a hostPath volume leaves it (empty, 0755) is made 0700
+// before the entry goes in: the plugin would refuse it at every ADD.
+func TestStateDirAdopted(t *testing.T) {
+	n := newNode(t)
+	n.write("10-a.conflist", bridgeList)
+	state := filepath.Join(n.root, "run-leakguard")
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := install.ParseEntry(`{"stateDir":"` + state + `"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := n.opts()
+	opts.Entry = entry
+	if err := n.installer(opts).Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir %v, %v; want 0700", fi, err)
+	}
+}
