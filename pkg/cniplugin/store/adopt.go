@@ -16,7 +16,7 @@ import (
 // it, so taking it over is safe; any other directory is left as it is, for
 // Open to refuse. A missing dir is not an error (Open creates it). adopted
 // says whether the mode was changed.
-func Adopt(dir string) (adopted bool, err error) {
+func Adopt(dir string) (bool, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
