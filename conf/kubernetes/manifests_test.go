@@ -408,6 +408,8 @@ func checkNRI(t *testing.T, agent, nri corev1.Container) {
 		"hook-path":   a["hook-dir"] + "/" + install.HookBinary,
 		"hook-config": a["hook-dir"] + "/" + install.HookPolicyFile,
 		"state-file":  a["nri-state"],
+		// The agent installs the hook: wait for it, do not crash-loop.
+		"wait-for-hook": "",
 	}
 	if !maps.Equal(f, want) {
 		t.Errorf("nri: args %v, want %v", f, want)
