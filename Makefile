@@ -14,6 +14,17 @@ TOOLS     := $(CURDIR)/.cache/tools
 # versions scripts/install-runtime-tools.sh pins, one dir per tool and version.
 RUNTIME_CACHE := $(CURDIR)/.cache/runtime
 
+# The image (make image): bin/leakguard-image.tar (an OCI layout that also
+# carries a docker manifest.json: ctr images import and docker load both take
+# it) and bin/leakguard-image.ref (the reference, one line).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
+# The commit's time, so that the same tree gives the same image.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_REPO ?= ghcr.io/leakguard/leakguard
+IMAGE     ?= $(IMAGE_REPO):$(VERSION)
+IMAGE_SOURCE ?= https://github.com/leakguard/leakguard
+
 DESTDIR   ?=
 CNI_BIN_DIR  ?= /opt/cni/bin
 HOOK_DIR     ?= /usr/libexec/leakguard
@@ -28,7 +39,7 @@ export LEAKGUARD_BIN_DIR := $(BIN)
 export LEAKGUARD_CNI_BIN := $(CNI_BIN)
 export LEAKGUARD_RUNTIME_CACHE := $(RUNTIME_CACHE)
 
-.PHONY: all build test-bins test-deps runtime-deps test vet fmt-check shellcheck lint demo bench bench-install fuzz stress install clean
+.PHONY: all build image test-bins test-deps runtime-deps test vet fmt-check shellcheck lint demo bench bench-install fuzz stress install clean
 
 all: build
 
@@ -37,6 +48,12 @@ build:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard-hook ./plugins/leakguard-hook
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguardctl ./plugins/leakguardctl
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/leakguard-nri ./plugins/leakguard-nri
+
+# The binaries of `make build`, static, in /bin on an empty base (scripts/image).
+image: build
+	$(GO) run ./scripts/image --bin $(BIN) --out $(BIN)/leakguard-image.tar --ref-out $(BIN)/leakguard-image.ref \
+		--image $(IMAGE) --version $(VERSION) --revision $(REVISION) --source $(IMAGE_SOURCE) --created $(SOURCE_DATE_EPOCH)
+	@echo "$$(cat $(BIN)/leakguard-image.ref): $(BIN)/leakguard-image.tar ($$(du -k $(BIN)/leakguard-image.tar | cut -f1) KiB)"
 
 # Binaries only used by tests, demo and benchmarks (e.g. the tke-eni-style main plugin).
 test-bins:

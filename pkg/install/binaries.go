@@ -16,13 +16,21 @@ import (
 const (
 	HookBinary = "leakguard-hook"
 	NRIBinary  = "leakguard-nri"
+	// HookPolicyFile is the hook's policy (Options.HookPolicy) beside it:
+	// the runtime runs the hook on the host, so the policy it reads must
+	// be a host file too (leakguard-nri passes it as --config).
+	HookPolicyFile = "leakguard-hook.json"
 )
 
 // maxBinarySize caps a binary to install (ours are a few MiB).
 const maxBinarySize = 256 << 20
 
-// binaryMode is what runtimes need to exec a plugin or hook.
-const binaryMode os.FileMode = 0o755
+// binaryMode is what runtimes need to exec a plugin or hook; policyMode a
+// config file's.
+const (
+	binaryMode os.FileMode = 0o755
+	policyMode os.FileMode = 0o644
+)
 
 // binary is one file to install: Src (in the --from dir) to Dir/Name.
 type binary struct {
@@ -30,9 +38,20 @@ type binary struct {
 	// MakeDir: Dir is leakguard's own (the hook dir) and may be created;
 	// the CNI bin dir is the runtime's and is waited for instead.
 	MakeDir bool
+	// Mode is the installed file's (binaryMode when 0).
+	Mode os.FileMode
+	// Check, when set, validates the source before it is installed.
+	Check func(src string) error
 }
 
 func (b binary) dst() string { return filepath.Join(b.Dir, b.Name) }
+
+func (b binary) mode() os.FileMode {
+	if b.Mode == 0 {
+		return binaryMode
+	}
+	return b.Mode
+}
 
 // fileID tells whether a file changed since it was last checked, without
 // reading it: a re-check every few seconds must not hash megabytes.
@@ -87,7 +106,12 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if exists && os.FileMode(st.Mode)&os.ModePerm == binaryMode {
+	if b.Check != nil {
+		if err := b.Check(b.Src); err != nil {
+			return false, err
+		}
+	}
+	if exists && os.FileMode(st.Mode)&os.ModePerm == b.mode() {
 		if got, _, err := hashFile(b.dst()); err == nil && got == sum {
 			bs.verified[b.dst()] = verified{dst: idOf(&st), src: idOf(&sst)}
 			return false, nil
@@ -99,7 +123,7 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 	}
 	defer src.Close()
 	h := sha256.New()
-	err = writeAtomic(b.Dir, b.Name, binaryMode, nil, func(w io.Writer) error {
+	err = writeAtomic(b.Dir, b.Name, b.mode(), nil, func(w io.Writer) error {
 		n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(src, maxBinarySize+1))
 		if err == nil && n > maxBinarySize {
 			err = fmt.Errorf("%s is over %d bytes", b.Src, maxBinarySize)

@@ -20,6 +20,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/leakguard/leakguard/pkg/cniplugin/store"
+	"github.com/leakguard/leakguard/pkg/hook/hookpolicy"
 )
 
 // Defaults of Options.
@@ -59,6 +62,10 @@ type Options struct {
 	// NRIName (default leakguard-nri; containerd's plugin_path wants
 	// NN-name).
 	HookDir, NRIDir, NRIName string
+	// HookPolicy, when set (with HookDir), is a leakguard-hook policy file
+	// (e.g. a ConfigMap's) installed as HookDir/HookPolicyFile, mode 0644;
+	// one the hook would refuse is not installed (the pass fails).
+	HookPolicy string
 	// Resync is the backstop re-check interval of Run (DefaultResync).
 	Resync time.Duration
 	// RevertBurst and RevertInterval rate-limit re-insertions into a file
@@ -124,7 +131,10 @@ func New(opts Options) (*Installer, error) {
 	if opts.From == "" {
 		return nil, errors.New("no dir to install binaries from")
 	}
-	for _, d := range []*string{&opts.ConfDir, &opts.BinDir, &opts.From, &opts.HookDir, &opts.NRIDir} {
+	if opts.HookPolicy != "" && opts.HookDir == "" {
+		return nil, errors.New("a hook policy needs the hook dir it goes into")
+	}
+	for _, d := range []*string{&opts.ConfDir, &opts.BinDir, &opts.From, &opts.HookDir, &opts.NRIDir, &opts.HookPolicy} {
 		if *d != "" && !filepath.IsAbs(*d) {
 			return nil, fmt.Errorf("%q must be an absolute path", *d)
 		}
@@ -201,10 +211,22 @@ func (in *Installer) binaries() []binary {
 	if in.opts.HookDir != "" {
 		bs = append(bs, binary{Src: filepath.Join(in.opts.From, HookBinary), Dir: in.opts.HookDir, Name: HookBinary, MakeDir: true})
 	}
+	if in.opts.HookPolicy != "" {
+		// After the hook: uninstall removes it after the hook that reads it.
+		bs = append(bs, binary{Src: in.opts.HookPolicy, Dir: in.opts.HookDir, Name: HookPolicyFile, MakeDir: true,
+			Mode: policyMode, Check: checkPolicy})
+	}
 	if in.opts.NRIDir != "" {
 		bs = append(bs, binary{Src: filepath.Join(in.opts.From, NRIBinary), Dir: in.opts.NRIDir, Name: in.opts.NRIName})
 	}
 	return bs
+}
+
+// checkPolicy refuses a policy the hook would refuse (it would then run
+// with its defaults and log the error at every container).
+func checkPolicy(src string) error {
+	_, err := hookpolicy.Load(src)
+	return err
 }
 
 // waitError is a condition the installer waits out (a dir or primary that
@@ -242,6 +264,17 @@ func (in *Installer) Reconcile() error {
 }
 
 func (in *Installer) reconcile() error {
+	// Before the entry exists: a state dir a hostPath volume created (0755)
+	// would make the plugin refuse every ADD.
+	if dir := in.opts.Entry.Config().StateDir; dir != "" {
+		adopted, err := store.Adopt(dir)
+		if err != nil {
+			return err
+		}
+		if adopted {
+			in.log.Info("made the state dir private (0700): it was an empty dir, as a hostPath volume creates it", "path", dir)
+		}
+	}
 	for _, b := range in.binaries() {
 		wrote, err := in.bins.ensure(b)
 		if err != nil {

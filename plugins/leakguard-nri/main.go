@@ -94,6 +94,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (nri.Opt
 	fs.StringVar(&o.Name, "name", nri.DefaultName, "plugin name, [a-zA-Z0-9_.+-] (external plugin)")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFile, "log-file", "", "append JSON log lines to this file instead of stderr")
+	fs.BoolVar(&o.WaitForHook, "wait-for-hook", false, "external plugin: wait for a --hook-path that does not exist yet (installed by another container) instead of exiting 2")
 	fs.StringVar(&o.StateFile, "state-file", "", "report the connection state here for leakguardctl serve (its default path: "+nristate.DefaultPath+"; empty: none)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

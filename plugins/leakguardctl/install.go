@@ -23,6 +23,7 @@ type installFlags struct {
 	ownFileName                    string
 	pluginConfig                   string
 	hookDir, nriDir, nriName       string
+	hookPolicy                     string
 	resync, revertInterval         time.Duration
 	revertBurst                    int
 	logLevel                       string
@@ -34,6 +35,7 @@ func (f *installFlags) register(fs *flag.FlagSet, full bool) {
 	fs.StringVar(&f.confDir, "cni-conf-dir", install.DefaultConfDir, "the runtime's CNI conf dir")
 	fs.StringVar(&f.binDir, "cni-bin-dir", install.DefaultBinDir, "the runtime's CNI bin dir (leakguard goes there)")
 	fs.StringVar(&f.hookDir, "hook-dir", "", "also install (uninstall: remove) leakguard-hook in this dir")
+	fs.StringVar(&f.hookPolicy, "hook-policy", "", "with --hook-dir, also install this hook policy file there as "+install.HookPolicyFile+" (leakguard-nri --hook-config)")
 	fs.StringVar(&f.nriDir, "nri-dir", "", "also install (uninstall: remove) leakguard-nri in this dir (containerd's NRI plugin_path)")
 	fs.StringVar(&f.nriName, "nri-name", install.NRIBinary, "file name of leakguard-nri in --nri-dir (a pre-installed NRI plugin is NN-name, e.g. 10-leakguard-nri)")
 	fs.StringVar(&f.ownFileName, "own-file-name", install.DefaultOwnFile, "name of leakguard's own config file (must sort before the primary)")
@@ -73,7 +75,7 @@ func (f *installFlags) options(name string, stderr io.Writer) (install.Options, 
 	}
 	opts := install.Options{
 		ConfDir: f.confDir, BinDir: f.binDir, From: from, Primary: f.primary, Entry: entry,
-		HookDir: f.hookDir, NRIDir: f.nriDir, NRIName: f.nriName,
+		HookDir: f.hookDir, NRIDir: f.nriDir, NRIName: f.nriName, HookPolicy: f.hookPolicy,
 		Resync: f.resync, RevertBurst: f.revertBurst, RevertInterval: f.revertInterval,
 		Log: slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "install"),
 	}

@@ -61,6 +61,14 @@ type Options struct {
 	// connected, for the node agent (pkg/hook/nristate; rewritten at each
 	// change and every nristate.Heartbeat).
 	StateFile string
+	// WaitForHook: an external plugin whose hook binary does not exist yet
+	// waits for it (logged once, re-checked every HookPoll) instead of
+	// failing: in a DaemonSet pod another container installs the hook, and
+	// exiting would only crash-loop. Anything else wrong with the hook still
+	// fails.
+	WaitForHook bool
+	// HookPoll is WaitForHook's re-check interval (default 1s).
+	HookPoll time.Duration
 	// BackoffMin and BackoffMax bound the delay between connection attempts
 	// of an external plugin (defaults 100ms and 2s).
 	BackoffMin, BackoffMax time.Duration
@@ -93,7 +101,15 @@ func (o *Options) Validate() error {
 			return &ConfigError{err}
 		}
 	}
-	return o.Settings.validate(!o.Preinstalled)
+	// A missing hook is waited for (Run) when asked to.
+	waits := o.WaitForHook && hookMissing(o.HookPath)
+	return o.Settings.validate(!o.Preinstalled && !waits)
+}
+
+// hookMissing: the hook path (followed, as execve does) does not exist.
+func hookMissing(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 func (s Settings) validate(checkHook bool) error {

@@ -60,6 +60,9 @@ func (p *Plugin) Run(ctx context.Context) error {
 		return nil
 	}
 
+	if err := p.waitHook(ctx); err != nil || ctx.Err() != nil {
+		return err
+	}
 	bo := backoff{min: p.opts.BackoffMin, max: p.opts.BackoffMax}
 	quiet := false // a failure to connect was reported; say nothing until connected
 	for attempt := 1; ; attempt++ {
@@ -93,6 +96,41 @@ func (p *Plugin) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(delay):
+		}
+	}
+}
+
+// waitHook returns once the hook binary is usable (Options.WaitForHook), or
+// ctx is done; a hook that exists but is unusable is a *ConfigError.
+func (p *Plugin) waitHook(ctx context.Context) error {
+	if !p.opts.WaitForHook {
+		return nil
+	}
+	s, _ := p.current()
+	poll := p.opts.HookPoll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	waited := false
+	for {
+		err := CheckHook(s.HookPath)
+		switch {
+		case err == nil:
+			if waited {
+				p.log().Info("the hook is installed; connecting to the runtime", "hook", s.HookPath)
+			}
+			return nil
+		case !hookMissing(s.HookPath):
+			return &ConfigError{err}
+		case !waited:
+			p.log().Warn("waiting for the hook to be installed (leakguardctl install --hook-dir); not connecting to the runtime until then",
+				"hook", s.HookPath)
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(poll):
 		}
 	}
 }

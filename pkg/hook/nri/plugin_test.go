@@ -322,3 +322,70 @@ func TestStateFile(t *testing.T) {
 		t.Fatalf("after stop: %+v, %v; want our pid, not connected", s, err)
 	}
 }
+
+// --wait-for-hook: a hook not installed yet is waited for (one warning),
+// without connecting; once it is there the plugin connects and injects it.
+// Without the option a missing hook still fails New.
+func TestWaitForHook(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "nri.sock")
+	hook := filepath.Join(dir, "libexec", "leakguard-hook")
+	base := nri.Options{Settings: nri.Settings{HookPath: hook}, Socket: sock, Idx: "10", Name: "leakguard-nri", Stderr: &nritest.Log{}}
+	if _, err := nri.New(base); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing hook without --wait-for-hook: %v", err)
+	}
+
+	rt := nritest.Start(t, sock, nil)
+	lb := &nritest.Log{}
+	opts := base
+	opts.Stderr, opts.LogLevel, opts.WaitForHook, opts.HookPoll = lb, "debug", true, 20*time.Millisecond
+	p, err := nri.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("plugin log:\n%s", lb.String())
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if w := lb.Lines(t, "waiting for the hook"); len(w) != 1 || w[0]["level"] != "WARN" {
+		t.Fatalf("want one warning while waiting, got %v", w)
+	}
+	if p.Stats().Connected {
+		t.Fatal("connected before the hook exists")
+	}
+	if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rt.WaitJoined(1, 5*time.Second)
+	resp, err := rt.Create("c1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHook(t, resp, hook, "leakguard-hook")
+}
+
+// --wait-for-hook does not wait out a hook that exists but is unusable.
+func TestWaitForHookUnusable(t *testing.T) {
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "leakguard-hook")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := nri.New(nri.Options{Settings: nri.Settings{HookPath: hook}, Socket: filepath.Join(dir, "nri.sock"),
+		Idx: "10", Name: "leakguard-nri", Stderr: &nritest.Log{}, WaitForHook: true})
+	if err == nil || !strings.Contains(err.Error(), "not executable") {
+		t.Fatalf("unusable hook with --wait-for-hook: %v", err)
+	}
+}
