@@ -19,11 +19,10 @@ import (
 	"path/filepath"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	appsv1 "k8s.io/client-go/kubernetes/typed/apps/v1"
-	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
 )
 
 const (
@@ -102,28 +101,14 @@ func Decide(ctx context.Context, c Config, timeout time.Duration) Verdict {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cfg := &rest.Config{
-		Host:            c.Host,
-		BearerTokenFile: c.TokenFile,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: c.CAFile},
-		UserAgent:       "leakguardctl",
-		Timeout:         timeout,
-	}
-	hc, err := rest.HTTPClientFor(cfg)
+	client, err := newClient(c, timeout)
 	if err != nil {
 		return keep("", "cannot set up the API client: %v", err)
 	}
-	defer hc.CloseIdleConnections()
-	core, err := corev1.NewForConfigAndClient(cfg, hc)
-	if err != nil {
-		return keep("", "cannot set up the API client: %v", err)
-	}
-	apps, err := appsv1.NewForConfigAndClient(cfg, hc)
-	if err != nil {
-		return keep("", "cannot set up the API client: %v", err)
-	}
+	defer client.Client.CloseIdleConnections()
 
-	pod, err := core.Pods(c.Namespace).Get(ctx, c.Pod, metav1.GetOptions{})
+	var pod corev1.Pod
+	err = client.Get().Namespace(c.Namespace).Resource("pods").Name(c.Pod).Do(ctx).Into(&pod)
 	if err != nil {
 		return keep("", "cannot read pod %s/%s: %s", c.Namespace, c.Pod, why(ctx, err))
 	}
@@ -137,7 +122,8 @@ func Decide(ctx context.Context, c Config, timeout time.Duration) Verdict {
 		return keep("", "pod %s/%s is not owned by a DaemonSet", c.Namespace, c.Pod)
 	}
 	name := c.Namespace + "/" + owner.Name
-	ds, err := apps.DaemonSets(c.Namespace).Get(ctx, owner.Name, metav1.GetOptions{})
+	var ds appsv1.DaemonSet
+	err = client.Get().AbsPath("/apis/apps/v1").Namespace(c.Namespace).Resource("daemonsets").Name(owner.Name).Do(ctx).Into(&ds)
 	switch {
 	case apierrors.IsNotFound(err):
 		return Verdict{Uninstall: true, DaemonSet: name, Reason: "the DaemonSet is gone"}

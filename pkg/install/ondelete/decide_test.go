@@ -1,0 +1,179 @@
+package ondelete_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leakguard/leakguard/pkg/install/ondelete"
+)
+
+// Each answer of the API server, and what the agent makes of it: only a
+// DaemonSet that is gone or being deleted uninstalls.
+func TestDecide(t *testing.T) {
+	cases := []struct {
+		name      string
+		setup     func(f *fakeAPI)
+		uninstall bool
+		reason    string
+	}{
+		{"daemonset gone", func(f *fakeAPI) { f.dsAns = notFound }, true, "is gone"},
+		{"daemonset deleting", func(f *fakeAPI) {
+			now := metav1.NewTime(time.Now())
+			f.ds.DeletionTimestamp = &now
+			f.ds.Finalizers = []string{"foregroundDeletion"}
+		}, true, "being deleted"},
+		{"daemonset present", func(*fakeAPI) {}, false, "exists: a restart or an upgrade"},
+		{"daemonset replaced under the same name", func(f *fakeAPI) { f.ds.UID = "another-uid" }, false, "was replaced"},
+		{"daemonset forbidden", func(f *fakeAPI) { f.dsAns = forbidden }, false, "access denied"},
+		{"pod forbidden", func(f *fakeAPI) { f.podAns = forbidden }, false, "access denied"},
+		{"pod not found", func(f *fakeAPI) { f.podAns = notFound }, false, "cannot read pod"},
+		{"pod not owned by a daemonset", func(f *fakeAPI) {
+			f.pod.OwnerReferences[0].Kind = "ReplicaSet"
+			f.pod.OwnerReferences[0].APIVersion = "apps/v1"
+		}, false, "not owned by a DaemonSet"},
+		{"malformed daemonset", func(f *fakeAPI) { f.dsAns = malformed }, false, "cannot read DaemonSet"},
+		{"malformed pod", func(f *fakeAPI) { f.podAns = malformed }, false, "cannot read pod"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeAPI(t)
+			f.set(c.setup)
+			v := ondelete.Decide(context.Background(), f.config(t), 2*time.Second)
+			if v.Uninstall != c.uninstall || !strings.Contains(v.Reason, c.reason) {
+				t.Fatalf("Decide = %+v; want uninstall=%v, reason containing %q", v, c.uninstall, c.reason)
+			}
+			if f.badAuth.Load() != 0 {
+				t.Fatalf("%d requests without the service account's token", f.badAuth.Load())
+			}
+		})
+	}
+}
+
+// An API server that accepts the request and never answers: the agent
+// gives up at its timeout and keeps everything.
+func TestDecideHangingAPIServer(t *testing.T) {
+	for _, which := range []string{"pod", "daemonset"} {
+		t.Run(which, func(t *testing.T) {
+			f := newFakeAPI(t)
+			f.set(func(f *fakeAPI) {
+				if which == "pod" {
+					f.podAns = hang
+				} else {
+					f.dsAns = hang
+				}
+			})
+			begin := time.Now()
+			v := ondelete.Decide(context.Background(), f.config(t), 500*time.Millisecond)
+			took := time.Since(begin)
+			if v.Uninstall || !strings.Contains(v.Reason, "did not answer in time") {
+				t.Fatalf("Decide = %+v", v)
+			}
+			if took > 2*time.Second {
+				t.Fatalf("Decide took %v with a 500ms timeout", took)
+			}
+		})
+	}
+}
+
+// Nothing listens at the API server's address: keep.
+func TestDecideUnreachable(t *testing.T) {
+	f := newFakeAPI(t)
+	c := f.config(t)
+	f.srv.Close()
+	v := ondelete.Decide(context.Background(), c, time.Second)
+	if v.Uninstall || !strings.Contains(v.Reason, "cannot read pod") {
+		t.Fatalf("Decide = %+v", v)
+	}
+}
+
+// A wrong token is refused by the API server (401): keep.
+func TestDecideWrongToken(t *testing.T) {
+	f := newFakeAPI(t)
+	if err := os.WriteFile(filepath.Join(f.saDir, "token"), []byte("expired"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := ondelete.Decide(context.Background(), f.config(t), time.Second)
+	if v.Uninstall || !strings.Contains(v.Reason, "access denied") || f.badAuth.Load() == 0 {
+		t.Fatalf("Decide = %+v (requests with a bad token: %d)", v, f.badAuth.Load())
+	}
+}
+
+// A CA that did not sign the API server's certificate: the TLS handshake
+// fails, keep.
+func TestDecideUntrustedServer(t *testing.T) {
+	f := newFakeAPI(t)
+	c := f.config(t)
+	c.CAFile = filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(c.CAFile, otherCA(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := ondelete.Decide(context.Background(), c, time.Second)
+	if v.Uninstall || !strings.Contains(v.Reason, "certificate") || f.hits.Load() != 0 {
+		t.Fatalf("Decide = %+v (requests served: %d)", v, f.hits.Load())
+	}
+}
+
+// The environment and service account dir the in-cluster config needs;
+// whatever is missing is named.
+func TestConfigFromEnv(t *testing.T) {
+	f := newFakeAPI(t)
+	c := f.config(t)
+	if !strings.HasPrefix(c.Host, "https://127.0.0.1:") || c.Namespace != testNS || c.Pod != testPod ||
+		c.TokenFile != filepath.Join(f.saDir, "token") || c.CAFile != filepath.Join(f.saDir, "ca.crt") {
+		t.Fatalf("config %+v", c)
+	}
+	for _, missing := range []string{ondelete.EnvHost, ondelete.EnvPort, ondelete.EnvNamespace, ondelete.EnvPod} {
+		env := f.env()
+		_, err := ondelete.ConfigFromEnv(func(k string) string {
+			if k == missing {
+				return ""
+			}
+			return env(k)
+		}, f.saDir)
+		if err == nil || !strings.Contains(err.Error(), missing) {
+			t.Errorf("without %s: %v", missing, err)
+		}
+	}
+	for _, file := range []string{"token", "ca.crt"} {
+		dir := t.TempDir()
+		other := map[string]string{"token": "ca.crt", "ca.crt": "token"}[file]
+		if err := os.WriteFile(filepath.Join(dir, other), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ondelete.ConfigFromEnv(f.env(), dir); err == nil || !strings.Contains(err.Error(), file) {
+			t.Errorf("without %s: %v", file, err)
+		}
+	}
+}
+
+// otherCA is a self-signed CA (PEM) that signed nothing the server has.
+func otherCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
