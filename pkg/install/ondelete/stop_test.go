@@ -19,6 +19,7 @@ import (
 	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/pkg/install"
 	"github.com/leakguard/leakguard/pkg/install/ondelete"
+	"github.com/leakguard/leakguard/test/apifake"
 	"github.com/leakguard/leakguard/test/cnitest"
 )
 
@@ -244,9 +245,9 @@ func first(evs []fsnotify.Event, path string, op fsnotify.Op) int {
 	return -1
 }
 
-func stopOpts(f *fakeAPI, n *node, in *install.Installer, logs *strings.Builder) ondelete.Options {
+func stopOpts(f *apifake.Server, n *node, in *install.Installer, logs *strings.Builder) ondelete.Options {
 	return ondelete.Options{
-		Installer: in, ServiceAccountDir: f.saDir, Getenv: f.env(), NRIState: n.state,
+		Installer: in, ServiceAccountDir: f.SADir, Getenv: f.Env(), NRIState: n.state,
 		Timeout: 5 * time.Second, Settle: 200 * time.Millisecond,
 		Log: slog.New(slog.NewJSONHandler(logs, nil)),
 	}
@@ -261,17 +262,17 @@ func TestStopUninstallsInOrder(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		ownFile bool
-		gone    func(f *fakeAPI)
+		gone    func(f *apifake.Server)
 	}{
-		{"gone", false, func(f *fakeAPI) { f.dsAns = notFound }},
-		{"deleting, own file", true, func(f *fakeAPI) {
-			f.ds.DeletionTimestamp = ptrNow()
+		{"gone", false, func(f *apifake.Server) { f.DSAnswer = apifake.NotFound }},
+		{"deleting, own file", true, func(f *apifake.Server) {
+			f.DS.DeletionTimestamp = ptrNow()
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n := newNode(t, c.ownFile)
-			f := newFakeAPI(t)
-			f.set(c.gone)
+			f := apifake.New(t)
+			f.Set(c.gone)
 			n.writeState(nristate.State{PID: 42, Connected: true, Since: time.Now(), Updated: time.Now()})
 			entryFile := filepath.Join(n.conf, "10-podnet.conflist")
 			entryOp := fsnotify.Create // the rename of the rewritten primary onto it
@@ -332,8 +333,8 @@ func mkfifo(path string) error { return unix.Mkfifo(path, 0o644) }
 // within the timeout.
 func TestStopKeepsTheHookWhileNRIIsConnected(t *testing.T) {
 	n := newNode(t, false)
-	f := newFakeAPI(t)
-	f.set(func(f *fakeAPI) { f.dsAns = notFound })
+	f := apifake.New(t)
+	f.Set(func(f *apifake.Server) { f.DSAnswer = apifake.NotFound })
 	stopBeat := make(chan struct{})
 	beat := func() {
 		n.writeState(nristate.State{PID: 42, Connected: true, Since: time.Now().Add(-time.Hour), Updated: time.Now()})
@@ -403,8 +404,8 @@ func TestStopHookByNRIState(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			n := newNode(t, false)
-			f := newFakeAPI(t)
-			f.set(func(f *fakeAPI) { f.dsAns = notFound })
+			f := apifake.New(t)
+			f.Set(func(f *apifake.Server) { f.DSAnswer = apifake.NotFound })
 			c.state(n)
 			var logs strings.Builder
 			o := stopOpts(f, n, n.installer(), &logs)
@@ -431,16 +432,16 @@ func TestStopHookByNRIState(t *testing.T) {
 func TestStopKeepsEverything(t *testing.T) {
 	cases := []struct {
 		name   string
-		setup  func(f *fakeAPI)
-		env    func(f *fakeAPI) func(string) string
+		setup  func(f *apifake.Server)
+		env    func(f *apifake.Server) func(string) string
 		reason string
 	}{
-		{"daemonset present", func(*fakeAPI) {}, nil, "exists: a restart or an upgrade"},
-		{"forbidden", func(f *fakeAPI) { f.dsAns = forbidden }, nil, "access denied"},
-		{"API server hangs", func(f *fakeAPI) { f.podAns = hang }, nil, "did not answer in time"},
-		{"malformed JSON", func(f *fakeAPI) { f.dsAns = malformed }, nil, "cannot read DaemonSet"},
-		{"POD_NAME missing", func(*fakeAPI) {}, func(f *fakeAPI) func(string) string {
-			env := f.env()
+		{"daemonset present", func(*apifake.Server) {}, nil, "exists: a restart or an upgrade"},
+		{"apifake.Forbidden", func(f *apifake.Server) { f.DSAnswer = apifake.Forbidden }, nil, "access denied"},
+		{"API server hangs", func(f *apifake.Server) { f.PodAnswer = apifake.Hang }, nil, "did not answer in time"},
+		{"apifake.Malformed JSON", func(f *apifake.Server) { f.DSAnswer = apifake.Malformed }, nil, "cannot read DaemonSet"},
+		{"POD_NAME missing", func(*apifake.Server) {}, func(f *apifake.Server) func(string) string {
+			env := f.Env()
 			return func(k string) string {
 				if k == ondelete.EnvPod {
 					return ""
@@ -452,8 +453,8 @@ func TestStopKeepsEverything(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			n := newNode(t, false)
-			f := newFakeAPI(t)
-			f.set(c.setup)
+			f := apifake.New(t)
+			f.Set(c.setup)
 			before := n.snapshot()
 			var logs strings.Builder
 			o := stopOpts(f, n, n.installer(), &logs)
