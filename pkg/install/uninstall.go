@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +15,9 @@ type UninstallReport struct {
 	// Edited are the config files leakguard's entry was removed from;
 	// Removed the config files removed (leakguard's own file).
 	Edited, Removed []string
-	// Binaries are the binaries removed.
-	Binaries []string
+	// Binaries are the binaries removed; Kept those UninstallStaged left
+	// in place because they may still be run.
+	Binaries, Kept []string
 }
 
 // Uninstall takes leakguard out of the node: first its entry from every
@@ -27,6 +29,23 @@ type UninstallReport struct {
 // ownFile is leakguard's own file's name ("" for DefaultOwnFile); it is
 // removed only if it runs leakguard.
 func (in *Installer) Uninstall(ownFile string) (UninstallReport, error) {
+	return in.uninstall(context.Background(), ownFile, nil)
+}
+
+// UninstallStaged is Uninstall for a node whose runtime keeps creating
+// containers: the entry (and own file) first, then leakguard's binary, then
+// the hook and NRI plugin binaries only once released returns nil — while
+// leakguard-nri still adds the hook to new containers, a hook binary that is
+// gone fails their creation. If released fails (ctx's deadline, say), those
+// binaries stay, are listed in Kept, and the error says why.
+func (in *Installer) UninstallStaged(ctx context.Context, ownFile string, released func(context.Context) error) (UninstallReport, error) {
+	if released == nil {
+		return UninstallReport{}, errors.New("UninstallStaged: no release check")
+	}
+	return in.uninstall(ctx, ownFile, released)
+}
+
+func (in *Installer) uninstall(ctx context.Context, ownFile string, released func(context.Context) error) (UninstallReport, error) {
 	in.pass.Lock()
 	defer in.pass.Unlock()
 	var rep UninstallReport
@@ -51,8 +70,24 @@ func (in *Installer) Uninstall(ownFile string) (UninstallReport, error) {
 			return rep, fmt.Errorf("%w; binaries kept", err)
 		}
 	}
-	for _, b := range in.binaries() {
+	in.update(func(s *Status) { s.Installed = false })
+	var waited error
+	asked := false
+	for i, b := range in.binaries() {
 		if _, err := os.Lstat(b.dst()); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		// binaries() lists leakguard first; the others are run for
+		// containers, by the runtime, as long as leakguard-nri names them.
+		if i > 0 && released != nil && !asked {
+			asked = true
+			if err := released(ctx); err != nil {
+				waited = fmt.Errorf("hook and NRI plugin binaries kept: %w", err)
+			}
+		}
+		if waited != nil {
+			rep.Kept = append(rep.Kept, b.dst())
+			in.log.Warn("binary kept", "path", b.dst(), "reason", waited.Error())
 			continue
 		}
 		if err := removeBinary(b.dst()); err != nil {
@@ -61,8 +96,7 @@ func (in *Installer) Uninstall(ownFile string) (UninstallReport, error) {
 		rep.Binaries = append(rep.Binaries, b.dst())
 		in.log.Info("removed binary", "path", b.dst())
 	}
-	in.update(func(s *Status) { s.Installed = false })
-	return rep, nil
+	return rep, waited
 }
 
 // removeEntries removes leakguard's own file first (runtimes fall back to

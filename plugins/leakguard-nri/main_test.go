@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 
+	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/test/nritest"
 )
 
@@ -333,6 +334,34 @@ func TestPreinstalled(t *testing.T) {
 	}
 	if rc := readInt(t, pi.rcFile, 10*time.Second); rc != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", rc)
+	}
+}
+
+// Pre-installed with a stateFile in its drop-in: the plugin reports to
+// leakguardctl serve as an external one does — connected (its own pid) once
+// the runtime configured it, disconnected when it stops — so the agent
+// knows when the hook is no longer added to containers.
+func TestPreinstalledStateFile(t *testing.T) {
+	hook := nritest.FakeHook(t)
+	state := filepath.Join(t.TempDir(), "leakguard-nri", "state.json")
+	pi := preinstall(t, fmt.Sprintf(`{"hookPath":%q,"stateFile":%q}`, hook, state))
+	rt := nritest.Start(t, filepath.Join(t.TempDir(), "nri.sock"), nil, nritest.WithPreinstalled(pi.pluginDir, pi.confDir))
+	if _, err := rt.Create("c1", nil); err != nil {
+		t.Fatal(err)
+	}
+	pid := readInt(t, pi.pidFile, 5*time.Second)
+	s, err := nristate.Read(state)
+	if err != nil || !s.ConnectedAt(time.Now()) || s.PID != pid {
+		t.Fatalf("state while connected: %+v, %v; want connected, pid %d", s, err, pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if rc := readInt(t, pi.rcFile, 10*time.Second); rc != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", rc)
+	}
+	if s, err := nristate.Read(state); err != nil || s.Connected || s.PID != pid {
+		t.Fatalf("state after SIGTERM: %+v, %v; want not connected", s, err)
 	}
 }
 

@@ -118,6 +118,8 @@ func TestInstallUsageErrors(t *testing.T) {
 		{[]string{"install", "--cni-conf-dir", "relative"}, "absolute path"},
 		{[]string{"uninstall", "--watch"}, "flag provided but not defined: -watch"},
 		{[]string{"serve", "--reap", "all"}, `--reap "all"`},
+		{[]string{"serve", "--uninstall-on-delete"}, "--uninstall-on-delete needs --install"},
+		{[]string{"serve", "--install", "--uninstall-on-delete", "--uninstall-timeout", "0s"}, "--uninstall-timeout"},
 		{[]string{"serve", "--install", "--plugin-config", "[]"}, "--plugin-config"},
 	} {
 		_, stderr, code := runCtl(t, tt.args...)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/pkg/install"
+	"github.com/leakguard/leakguard/pkg/install/ondelete"
 	"github.com/leakguard/leakguard/pkg/scan/agent"
 	"github.com/leakguard/leakguard/pkg/scan/report"
 )
@@ -28,6 +29,9 @@ func serve(args []string, _, stderr io.Writer) error {
 		withInst   bool
 		readyChain bool
 		nriState   string
+		onDelete   bool
+		saDir      string
+		stopWithin time.Duration
 	)
 	fs := newFlags("serve", stderr, &c)
 	scanFlags(fs, &c)
@@ -39,8 +43,19 @@ func serve(args []string, _, stderr io.Writer) error {
 	fs.BoolVar(&withInst, "install", false, "also run `install --watch` in this process, with the install flags (--cni-conf-dir, --plugin-config, ...); /readyz then waits for the chain")
 	fs.BoolVar(&readyChain, "ready-needs-chain", false, "without --install: /readyz waits until the config runtimes load in --cni-conf-dir runs leakguard")
 	fs.StringVar(&nriState, "nri-state", nristate.DefaultPath, `leakguard-nri's state file, for leakguard_nri_connected ("" to ignore)`)
+	fs.BoolVar(&onDelete, "uninstall-on-delete", false, "with --install: on SIGTERM, ask the API server whether this pod's DaemonSet is gone or being deleted, and only then uninstall (entry, leakguard, then the hook and leakguard-nri once leakguard-nri is disconnected); otherwise, or when the API cannot tell, keep everything")
+	fs.StringVar(&saDir, "serviceaccount-dir", ondelete.DefaultServiceAccountDir, "with --uninstall-on-delete: the dir holding the service account's token and ca.crt")
+	fs.DurationVar(&stopWithin, "uninstall-timeout", ondelete.DefaultTimeout, "with --uninstall-on-delete: bound on the decision and the uninstall (keep it well below terminationGracePeriodSeconds)")
 	if err := parse(fs, args); err != nil {
 		return helpOK(err)
+	}
+	if onDelete && !withInst {
+		fmt.Fprintln(stderr, "serve: --uninstall-on-delete needs --install (it uninstalls what that installs)")
+		return errUsage
+	}
+	if stopWithin <= 0 {
+		fmt.Fprintf(stderr, "serve: --uninstall-timeout %v: must be positive\n", stopWithin)
+		return errUsage
 	}
 	if c.json {
 		fmt.Fprintln(stderr, "serve: --json does not apply")
@@ -98,10 +113,13 @@ func serve(args []string, _, stderr io.Writer) error {
 	ctx, stop := signalContext()
 	defer stop()
 	errc := make(chan error, 3)
+	watched := make(chan struct{})
 	go func() { errc <- srv.Serve(ln) }()
 	go func() { errc <- a.Run(ctx) }()
 	if in != nil {
-		go func() { errc <- in.Watch(ctx) }()
+		go func() { defer close(watched); errc <- in.Watch(ctx) }()
+	} else {
+		close(watched)
 	}
 	log.Info("serving", "listen", ln.Addr().String(), "interval", interval.String(), "reap", reapMode, "gc", gc, "install", withInst)
 	select {
@@ -113,10 +131,17 @@ func serve(args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
+	<-watched // a watch still running would put the entry back
+	if onDelete {
+		ondelete.Stop(context.Background(), ondelete.Options{
+			Installer: in, ServiceAccountDir: saDir, NRIState: nriState, Timeout: stopWithin,
+			Log: log.With("component", "uninstall-on-delete"),
+		})
+	}
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shut)
-	if in != nil {
+	if in != nil && !onDelete {
 		fmt.Fprintln(stderr, "leakguardctl serve: stopped; leakguard stays installed (run uninstall to remove it)")
 	}
 	return nil

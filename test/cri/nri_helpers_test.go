@@ -138,6 +138,9 @@ type nriHarness struct {
 	hookPolicy string
 	hookLog    string
 	pluginLog  string
+	// stateFile is where the pre-installed plugin reports (its drop-in's
+	// stateFile, moved out of /run).
+	stateFile string
 }
 
 func startNRIContainerd(t testing.TB) *nriHarness {
@@ -151,6 +154,7 @@ func startNRIContainerd(t testing.TB) *nriHarness {
 	h.ctd.ImportImages(t, images.Pause, images.Busybox, img)
 	dir := t.TempDir()
 	h.hookLog, h.pluginLog = filepath.Join(dir, "hook.log"), filepath.Join(dir, "nri.log")
+	h.stateFile = filepath.Join(dir, "leakguard-nri", "state.json")
 	h.hookPolicy = filepath.Join(dir, "hook.json")
 	if err := os.WriteFile(h.hookPolicy, fmt.Appendf(nil, `{"mode":"privileged","logFile":%q}`, h.hookLog), 0o644); err != nil {
 		t.Fatal(err)
@@ -185,6 +189,10 @@ func (h *nriHarness) preinstall(t testing.TB) {
 		t.Fatalf("conf/nri/10-leakguard-nri.conf: %v", err)
 	}
 	conf["hookPath"], conf["logFile"], conf["hookConfig"], conf["logLevel"] = h.hook, h.pluginLog, h.hookPolicy, "debug"
+	if _, ok := conf["stateFile"]; !ok {
+		t.Fatal("conf/nri/10-leakguard-nri.conf has no stateFile")
+	}
+	conf["stateFile"] = h.stateFile
 	b, _ := json.Marshal(conf)
 	if err := os.WriteFile(filepath.Join(h.ctd.NRIConfigDir, "10-leakguard-nri.conf"), b, 0o600); err != nil {
 		t.Fatal(err)

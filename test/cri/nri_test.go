@@ -1,12 +1,15 @@
 package cri
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/test/cnitest"
 	rt "github.com/leakguard/leakguard/test/runtime"
 )
@@ -116,6 +119,34 @@ func TestNRIContainerdRestart(t *testing.T) {
 			after := h.runGss(t, pod, "after", true)
 			h.wantProtected(t, after)
 		})
+	}
+}
+
+// TestNRIPreinstalledStateFile: containerd starts the pre-installed plugin
+// with the example drop-in, whose stateFile makes it report to
+// leakguardctl serve: connected, with its pid, while containerd runs;
+// disconnected once containerd stops (the plugin exits with its
+// connection).
+func TestNRIPreinstalledStateFile(t *testing.T) {
+	h, _ := setUp(t, "pre-installed")
+	s, err := nristate.Read(h.stateFile)
+	if err != nil || !s.ConnectedAt(time.Now()) || s.PID <= 0 {
+		t.Fatalf("state with containerd running: %+v, %v; want connected", s, err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PID)); err != nil || !strings.Contains(string(b), "10-leakguard-nri") {
+		t.Fatalf("pid %d is not the pre-installed plugin: %q, %v", s.PID, b, err)
+	}
+	h.ctd.Stop(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err = nristate.Read(h.stateFile)
+		if err == nil && !s.Connected {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state after containerd stopped: %+v, %v; want disconnected", s, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -40,6 +40,12 @@ type Settings struct {
 	LogFile string `json:"logFile,omitempty"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel,omitempty"`
+	// StateFile, when set, is where the plugin reports whether it is
+	// connected, for the node agent (pkg/hook/nristate; rewritten at each
+	// change and every nristate.Heartbeat). A pre-installed plugin gets it
+	// from the drop-in, so that leakguardctl serve knows when the hook is
+	// no longer injected.
+	StateFile string `json:"stateFile,omitempty"`
 }
 
 // Options configure a Plugin.
@@ -57,10 +63,6 @@ type Options struct {
 	Idx, Name string
 	// Stderr receives the log when Settings.LogFile is empty, and errors.
 	Stderr io.Writer
-	// StateFile, when set, is where the plugin reports whether it is
-	// connected, for the node agent (pkg/hook/nristate; rewritten at each
-	// change and every nristate.Heartbeat).
-	StateFile string
 	// WaitForHook: an external plugin whose hook binary does not exist yet
 	// waits for it (logged once, re-checked every HookPoll) instead of
 	// failing: in a DaemonSet pod another container installs the hook, and
@@ -119,6 +121,9 @@ func (s Settings) validate(checkHook bool) error {
 	if s.LogFile != "" && !filepath.IsAbs(s.LogFile) {
 		return configErrorf("log file %q is not an absolute path", s.LogFile)
 	}
+	if s.StateFile != "" && !filepath.IsAbs(s.StateFile) {
+		return configErrorf("state file %q is not an absolute path", s.StateFile)
+	}
 	if s.HookConfig != "" && !filepath.IsAbs(s.HookConfig) {
 		return configErrorf("hook config %q is not an absolute path", s.HookConfig)
 	}
@@ -144,7 +149,7 @@ func (s Settings) merge(dropIn string) (Settings, error) {
 	}
 	for _, f := range []struct{ dst, src *string }{
 		{&s.HookPath, &d.HookPath}, {&s.HookConfig, &d.HookConfig},
-		{&s.LogFile, &d.LogFile}, {&s.LogLevel, &d.LogLevel},
+		{&s.LogFile, &d.LogFile}, {&s.LogLevel, &d.LogLevel}, {&s.StateFile, &d.StateFile},
 	} {
 		if *f.src != "" {
 			*f.dst = *f.src

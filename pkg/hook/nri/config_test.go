@@ -8,8 +8,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/leakguard/leakguard/pkg/hook/nri"
+	"github.com/leakguard/leakguard/pkg/hook/nristate"
 	"github.com/leakguard/leakguard/test/nritest"
 )
 
@@ -87,6 +89,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"log level", func(o *nri.Options) { o.LogLevel = "loud" }, `log level "loud"`},
 		{"relative log file", func(o *nri.Options) { o.LogFile = "x.log" }, "not an absolute path"},
 		{"relative hook config", func(o *nri.Options) { o.HookConfig = "hook.json" }, "not an absolute path"},
+		{"relative state file", func(o *nri.Options) { o.StateFile = "state.json" }, `state file "state.json" is not an absolute path`},
 		{"pre-installed, hook checked later", func(o *nri.Options) {
 			o.Preinstalled, o.HookPath, o.Idx, o.Name, o.Socket = true, "/nonexistent", "", "", ""
 		}, ""},
@@ -137,8 +140,9 @@ func TestConfigureDropIn(t *testing.T) {
 		{"not JSON", `hookPath: x`, "invalid plugin config"},
 		{"bad level", `{"logLevel":"loud"}`, `log level "loud"`},
 		{"relative log", `{"logFile":"nri.log"}`, "not an absolute path"},
+		{"relative state file", `{"stateFile":"state.json"}`, `state file "state.json" is not an absolute path`},
 	}
-	t.Chdir(t.TempDir()) // a relative log file, if it were ever opened, would land here
+	t.Chdir(t.TempDir()) // a relative log or state file, if it were ever written, would land here
 	for _, tt := range tests {
 		p, err := nri.New(nri.Options{Settings: nri.Settings{HookPath: hook}, Preinstalled: true, Stderr: io.Discard})
 		if err != nil {
@@ -157,7 +161,7 @@ func TestConfigureDropIn(t *testing.T) {
 		}
 	}
 	if ents, _ := os.ReadDir("."); len(ents) != 0 {
-		t.Fatalf("a refused drop-in must not open its log file: found %v", ents)
+		t.Fatalf("a refused drop-in must not open its log file or write its state file: found %v", ents)
 	}
 	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), `"msg":"configured by the runtime"`) {
 		t.Fatalf("the drop-in's log file should receive the log: %q, %v", b, err)
@@ -230,5 +234,26 @@ func TestCheckHookDirs(t *testing.T) {
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("%s: CheckHook(%s) = %v; want %q", tt.name, tt.path, err, tt.want)
 		}
+	}
+}
+
+// A pre-installed plugin learns its state file from the drop-in: once the
+// runtime configured it, the file says connected, for leakguardctl serve.
+func TestConfigureDropInStateFile(t *testing.T) {
+	hook := nritest.FakeHook(t)
+	state := filepath.Join(t.TempDir(), "run", "state.json")
+	p, err := nri.New(nri.Options{Settings: nri.Settings{HookPath: hook}, Preinstalled: true, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nristate.Read(state); !errors.Is(err, nristate.ErrNoState) {
+		t.Fatalf("state before Configure: %v", err)
+	}
+	if _, err := p.Configure(t.Context(), `{"stateFile":"`+state+`"}`, "containerd", "v2.4.2"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := nristate.Read(state)
+	if err != nil || !s.ConnectedAt(time.Now()) || s.PID != os.Getpid() {
+		t.Fatalf("state after Configure: %+v, %v; want connected, our pid", s, err)
 	}
 }

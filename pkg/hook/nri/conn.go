@@ -37,16 +37,16 @@ const (
 func (p *Plugin) Run(ctx context.Context) error {
 	defer p.logs.close()
 	defer p.LogStats("leakguard-nri stopped")
-	if p.opts.StateFile != "" {
+	// A pre-installed plugin learns its state file from the drop-in, in
+	// Configure: the heartbeat runs in any case and writes once one is set.
+	p.writeState()
+	hb, stop := context.WithCancel(ctx)
+	defer func() {
+		stop()
+		p.disconnected()
 		p.writeState()
-		hb, stop := context.WithCancel(ctx)
-		defer func() {
-			stop()
-			p.disconnected()
-			p.writeState()
-		}()
-		go p.heartbeat(hb)
-	}
+	}()
+	go p.heartbeat(hb)
 	if p.opts.Preinstalled {
 		connected, err := p.session(ctx)
 		switch {

@@ -296,8 +296,8 @@ func TestStateFile(t *testing.T) {
 	rt := nritest.Start(t, sock, nil)
 	lb := &nritest.Log{}
 	p, err := nri.New(nri.Options{
-		Settings: nri.Settings{HookPath: nritest.FakeHook(t), LogLevel: "debug"}, Socket: sock, Idx: "10", Name: "leakguard-nri",
-		Stderr: lb, StateFile: state, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		Settings: nri.Settings{HookPath: nritest.FakeHook(t), LogLevel: "debug", StateFile: state}, Socket: sock, Idx: "10", Name: "leakguard-nri",
+		Stderr: lb, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -8,20 +8,22 @@ import (
 	"github.com/leakguard/leakguard/pkg/hook/nristate"
 )
 
-// writeState reports the connection state to Options.StateFile (if set).
+// writeState reports the connection state to the settings' StateFile (if
+// set: from the command line, or the runtime's drop-in once configured).
 // A failure is logged at debug level: the agent then reads the file as
 // stale, which is the truth it can act on.
 func (p *Plugin) writeState() {
-	if p.opts.StateFile == "" {
+	s, _ := p.current()
+	if s.StateFile == "" {
 		return
 	}
 	up, since := p.conn.get()
-	err := nristate.Write(p.opts.StateFile, nristate.State{
+	err := nristate.Write(s.StateFile, nristate.State{
 		PID: os.Getpid(), Connected: up, Since: since, Updated: time.Now(),
 		Injected: p.stats.injected.Load(),
 	})
 	if err != nil {
-		p.log().Debug("cannot write the state file", "path", p.opts.StateFile, "error", err)
+		p.log().Debug("cannot write the state file", "path", s.StateFile, "error", err)
 	}
 }
 
