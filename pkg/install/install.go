@@ -330,6 +330,11 @@ func (in *Installer) pickPrimary(names []string) (*confFile, error) {
 			continue
 		}
 		f := readConf(dir, n)
+		if errors.Is(f.Err, errTooBig) {
+			// Sorting first, it is what runtimes load: leakguard in a
+			// later file would not run.
+			return nil, fmt.Errorf("%s sorts first and runtimes may load it, but leakguard does not edit a config that large: %w", n, f.Err)
+		}
 		if f.Err != nil {
 			if n == in.primary {
 				return nil, fmt.Errorf("primary %s cannot be loaded, left alone until it changes: %w", n, f.Err)
@@ -477,7 +482,7 @@ func (in *Installer) observe(src *confFile) error {
 		}
 		effective = ""
 		for _, n := range names {
-			if f := readConf(dir, n); f.Err == nil {
+			if f := readConf(dir, n); f.mayLoad() {
 				effective = n
 				break
 			}
@@ -539,7 +544,7 @@ func Check(confDir, binDir, primary string) (string, bool, error) {
 		if primary != "" && n != primary && n != conflistOf(primary) {
 			continue
 		}
-		if c := readConf(confDir, n); c.Err == nil {
+		if c := readConf(confDir, n); c.mayLoad() {
 			f = c
 			break
 		}

@@ -1,0 +1,62 @@
+package install_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/leakguard/leakguard/pkg/install"
+)
+
+// hugeBridge is a valid 2 MiB conflist: over the installer's read cap, but
+// runtimes read config files whole, so they load it.
+func hugeBridge(name string) string {
+	return `{"cniVersion":"1.0.0","name":"` + name + `","plugins":[{"type":"bridge","pad":"` + strings.Repeat("x", 2<<20) + `"}]}`
+}
+
+// A config over the read cap that sorts first is what runtimes load: the
+// installer must not put leakguard into the next file and call the node
+// covered (containerd would run the huge file's chain, without leakguard).
+func TestHugeFirstConfigNotReportedInstalled(t *testing.T) {
+	n := newNode(t)
+	n.write("02-huge.conflist", hugeBridge("huge"))
+	n.write("10-a.conflist", bridgeList)
+	in := n.installer(n.opts())
+	err := in.Reconcile()
+	file, chain := n.runtimeChain()
+	st := in.Status()
+	if st.Installed && !strings.HasSuffix(chain, ",leakguard") {
+		t.Fatalf("Status says installed (%+v) but runtimes load %s: %s", st, file, chain)
+	}
+	if err == nil || !strings.Contains(err.Error(), "02-huge.conflist") {
+		t.Fatalf("Reconcile = %v, want an error naming 02-huge.conflist", err)
+	}
+	if n.read("10-a.conflist") != bridgeList {
+		t.Fatal("10-a.conflist edited: runtimes do not load it")
+	}
+	got, ok, err := install.Check(n.conf, n.bin, "")
+	if ok {
+		t.Fatalf("Check = %s, %v, %v: runtimes load 02-huge.conflist without leakguard", got, ok, err)
+	}
+}
+
+// Uninstall must not remove the binary while a config runtimes load still
+// names leakguard, even one over the read cap.
+func TestUninstallKeepsBinaryForHugeConfigNamingLeakguard(t *testing.T) {
+	n := newNode(t)
+	n.write("10-a.conflist", bridgeList)
+	in := n.installer(n.opts())
+	if err := in.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	big := `{"cniVersion":"1.0.0","name":"huge","plugins":[{"type":"bridge","pad":"` + strings.Repeat("x", 2<<20) + `"},{"type":"leakguard"}]}`
+	n.write("05-huge.conflist", big)
+	_, err := in.Uninstall("")
+	if _, serr := os.Stat(filepath.Join(n.bin, install.PluginType)); serr != nil {
+		t.Fatalf("binary removed (Uninstall = %v) while 05-huge.conflist, which runtimes load, runs leakguard", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "05-huge.conflist") {
+		t.Fatalf("Uninstall = %v, want an error naming 05-huge.conflist", err)
+	}
+}
