@@ -91,7 +91,10 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 		if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 			return false, fmt.Errorf("create %s: %w", b.Dir, err)
 		}
-	} else if err := checkDir(b.Dir); err != nil {
+	}
+	// A dir made by someone else is checked too: what is installed there
+	// runs as root, so no one but its owner may swap it.
+	if err := checkDir(b.Dir); err != nil {
 		return false, err
 	}
 	var st, sst unix.Stat_t

@@ -60,3 +60,37 @@ func TestUninstallKeepsBinaryForHugeConfigNamingLeakguard(t *testing.T) {
 		t.Fatalf("Uninstall = %v, want an error naming 05-huge.conflist", err)
 	}
 }
+
+// The hook dir receives a binary every container start runs as root: one
+// that others can write to (planted 0777, or owned by another user) is
+// refused, as the conf and bin dirs are, and nothing is installed there.
+func TestHookDirOthersCanWriteRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(dir string) error
+	}{
+		{"world-writable", func(dir string) error { return os.Chmod(dir, 0o777) }},
+		{"owned by another user", func(dir string) error { return os.Chown(dir, 4242, 4242) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			n.write("10-a.conflist", bridgeList)
+			hookDir := filepath.Join(n.root, "hooks")
+			if err := os.Mkdir(hookDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.setup(hookDir); err != nil {
+				t.Fatal(err)
+			}
+			opts := n.opts()
+			opts.HookDir = hookDir
+			err := n.installer(opts).Reconcile()
+			if err == nil {
+				t.Fatal("Reconcile succeeded with a hook dir others can write to")
+			}
+			if _, serr := os.Lstat(filepath.Join(hookDir, install.HookBinary)); serr == nil {
+				t.Fatalf("hook installed into %s (Reconcile = %v)", hookDir, err)
+			}
+		})
+	}
+}
