@@ -94,3 +94,30 @@ func TestHookDirOthersCanWriteRefused(t *testing.T) {
 		})
 	}
 }
+
+// Converting 10-ptp.conf writes 10-ptp.conflist: when a file of that name
+// is already there and is not leakguard's earlier conversion (another
+// network's config, loadable or not), it is someone else's and must not be
+// overwritten, nor the .conf removed.
+func TestConversionNeverClobbersAnotherConflist(t *testing.T) {
+	for name, other := range map[string]string{
+		"another network": bridgeList,
+		"unparsable":      `{"cniVersion":"1.0.0","name":"half-writ`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := newNode(t)
+			n.write("10-ptp.conf", ptpConf)
+			n.write("10-ptp.conflist", other)
+			err := n.installer(n.opts()).Reconcile()
+			if got := n.read("10-ptp.conflist"); got != other {
+				t.Fatalf("10-ptp.conflist overwritten (Reconcile = %v):\n%s", err, got)
+			}
+			if !n.exists("10-ptp.conf") {
+				t.Fatal("10-ptp.conf removed")
+			}
+			if err == nil || !strings.Contains(err.Error(), "10-ptp.conflist") {
+				t.Fatalf("Reconcile = %v, want an error naming 10-ptp.conflist", err)
+			}
+		})
+	}
+}

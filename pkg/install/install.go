@@ -410,6 +410,9 @@ func (in *Installer) apply(src *confFile) error {
 	}
 	cur := readConf(dir, target)
 	same := cur.Err == nil && string(cur.Data) == string(out)
+	if in.opts.OwnFile == "" && target != src.Name && !same && !in.converted(cur) {
+		return fmt.Errorf("converting %s would overwrite %s, which is not leakguard's earlier conversion: left alone (remove one of them, or use --primary)", src.Name, target)
+	}
 	// Put back after someone removed it: a file we saw holding the entry
 	// was rewritten by someone else, or a .conf we converted was written
 	// again (it sorts before, so shadows, our .conflist).
@@ -444,6 +447,24 @@ func (in *Installer) apply(src *confFile) error {
 		in.primary = target
 	}
 	return in.dropConverted(src, target)
+}
+
+// converted tells whether cur, the .conflist a .conf or .json primary
+// converts to, may be replaced: it does not exist, or it is leakguard's own
+// earlier conversion (our last write, or a chain that runs leakguard).
+// Anything else there is someone else's config.
+func (in *Installer) converted(cur *confFile) bool {
+	if _, err := os.Lstat(filepath.Join(in.opts.ConfDir, cur.Name)); errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if cur.Data != nil && cur.Sum == in.written[cur.Name] {
+		return true
+	}
+	if cur.Err != nil {
+		return false
+	}
+	ps, err := plugins(cur.List)
+	return err == nil && mentions(ps)
 }
 
 // dropConverted removes a .conf (or .json) primary once its .conflist is in
