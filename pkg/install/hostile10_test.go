@@ -96,9 +96,9 @@ func TestHookDirOthersCanWriteRefused(t *testing.T) {
 }
 
 // Converting 10-ptp.conf writes 10-ptp.conflist: when a file of that name
-// is already there and is not leakguard's earlier conversion (another
-// network's config, loadable or not), it is someone else's and must not be
-// overwritten, nor the .conf removed.
+// is already there and is not leakguard's earlier conversion nor the same
+// network (another network's config, or one that does not parse), it is
+// someone else's and must not be overwritten, nor the .conf removed.
 func TestConversionNeverClobbersAnotherConflist(t *testing.T) {
 	for name, other := range map[string]string{
 		"another network": bridgeList,
@@ -119,5 +119,23 @@ func TestConversionNeverClobbersAnotherConflist(t *testing.T) {
 				t.Fatalf("Reconcile = %v, want an error naming 10-ptp.conflist", err)
 			}
 		})
+	}
+}
+
+// The same network in both forms (its agent writes the .conf and the
+// .conflist): the .conf, sorting first, is what runtimes use, and it is
+// converted over the .conflist.
+func TestConversionOverTheSameNetworksConflist(t *testing.T) {
+	n := newNode(t)
+	n.write("10-ptp.conf", ptpConf)
+	n.write("10-ptp.conflist", strings.Replace(bridgeList, `"podnet"`, `"ptpnet"`, 1))
+	if err := n.installer(n.opts()).Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if n.exists("10-ptp.conf") {
+		t.Fatal("10-ptp.conf still there")
+	}
+	if file, chain := n.runtimeChain(); file != "10-ptp.conflist" || chain != "ptp,leakguard" {
+		t.Fatalf("runtime loads %s: %s", file, chain)
 	}
 }

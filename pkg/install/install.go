@@ -11,6 +11,7 @@
 package install
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -410,8 +411,8 @@ func (in *Installer) apply(src *confFile) error {
 	}
 	cur := readConf(dir, target)
 	same := cur.Err == nil && string(cur.Data) == string(out)
-	if in.opts.OwnFile == "" && target != src.Name && !same && !in.converted(cur) {
-		return fmt.Errorf("converting %s would overwrite %s, which is not leakguard's earlier conversion: left alone (remove one of them, or use --primary)", src.Name, target)
+	if in.opts.OwnFile == "" && target != src.Name && !same && !in.converted(cur, src) {
+		return fmt.Errorf("converting %s would overwrite %s, another network's config and not leakguard's earlier conversion: left alone (remove one of them, or use --primary)", src.Name, target)
 	}
 	// Put back after someone removed it: a file we saw holding the entry
 	// was rewritten by someone else, or a .conf we converted was written
@@ -449,11 +450,13 @@ func (in *Installer) apply(src *confFile) error {
 	return in.dropConverted(src, target)
 }
 
-// converted tells whether cur, the .conflist a .conf or .json primary
-// converts to, may be replaced: it does not exist, or it is leakguard's own
-// earlier conversion (our last write, or a chain that runs leakguard).
-// Anything else there is someone else's config.
-func (in *Installer) converted(cur *confFile) bool {
+// converted tells whether cur, the .conflist a .conf or .json primary src
+// converts to, may be replaced: it does not exist, it is leakguard's own
+// earlier conversion (our last write, or a chain that runs leakguard), or
+// it is the same network (its agent writes both forms; the .conf, sorting
+// first, is the definition runtimes use). Another network's config, or one
+// that does not parse, is someone else's.
+func (in *Installer) converted(cur, src *confFile) bool {
 	if _, err := os.Lstat(filepath.Join(in.opts.ConfDir, cur.Name)); errors.Is(err, os.ErrNotExist) {
 		return true
 	}
@@ -463,8 +466,23 @@ func (in *Installer) converted(cur *confFile) bool {
 	if cur.Err != nil {
 		return false
 	}
+	if name, ok := networkName(cur.List); ok {
+		if srcName, ok := networkName(src.List); ok && name == srcName {
+			return true
+		}
+	}
 	ps, err := plugins(cur.List)
 	return err == nil && mentions(ps)
+}
+
+// networkName is a config's "name", as libcni reads it.
+func networkName(list object) (string, bool) {
+	v, ok := list.get("name")
+	if !ok {
+		return "", false
+	}
+	var n string
+	return n, json.Unmarshal(v, &n) == nil
 }
 
 // dropConverted removes a .conf (or .json) primary once its .conflist is in
