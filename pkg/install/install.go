@@ -264,17 +264,29 @@ func (in *Installer) Reconcile() error {
 	return err
 }
 
+// AdoptStateDir makes the entry's state dir private when it is the empty
+// 0755 dir a hostPath volume creates (store.Adopt). Every pass does it
+// before the entry goes in (the plugin would refuse every ADD); an agent
+// in the same process calls it before its first scan, which would refuse
+// the dir too.
+func (in *Installer) AdoptStateDir() error {
+	dir := in.opts.Entry.Config().StateDir
+	if dir == "" {
+		return nil
+	}
+	adopted, err := store.Adopt(dir)
+	if err != nil {
+		return err
+	}
+	if adopted {
+		in.log.Info("made the state dir private (0700): it was an empty dir, as a hostPath volume creates it", "path", dir)
+	}
+	return nil
+}
+
 func (in *Installer) reconcile() error {
-	// Before the entry exists: a state dir a hostPath volume created (0755)
-	// would make the plugin refuse every ADD.
-	if dir := in.opts.Entry.Config().StateDir; dir != "" {
-		adopted, err := store.Adopt(dir)
-		if err != nil {
-			return err
-		}
-		if adopted {
-			in.log.Info("made the state dir private (0700): it was an empty dir, as a hostPath volume creates it", "path", dir)
-		}
+	if err := in.AdoptStateDir(); err != nil {
+		return err
 	}
 	for _, b := range in.binaries() {
 		wrote, err := in.bins.ensure(b)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +36,33 @@ func TestServeListenUsageErrors(t *testing.T) {
 		}
 		if code != 2 || !strings.Contains(stderr.String(), "--listen") {
 			t.Errorf("serve --listen %q: exit %d, stderr %q; want 2 naming --listen", l, code, stderr.String())
+		}
+	}
+}
+
+// serve --install on a fresh node: the state dir is the empty 0755 dir a
+// hostPath volume creates, which the installer makes private. The agent's
+// first scan must not race that and fail (leakguard_scan_errors_total 1
+// and an ERROR on every new node, scan_success 0 for a whole interval).
+func TestServeInstallFirstScanSeesAdoptedStateDir(t *testing.T) {
+	for round := 0; round < 10; round++ {
+		n := newConfNode(t)
+		state := filepath.Join(t.TempDir(), "state")
+		if err := os.Mkdir(state, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		addr := freePort(t)
+		cmd, stderr := start(t, n.dirs("serve", "--install", "--listen", addr, "--interval", "1m",
+			"--plugin-config", `{"stateDir":"`+state+`"}`, "--nri-state", "")...)
+		var metrics string
+		waitUntil(t, "the first scan", func() bool {
+			_, metrics = httpGet("http://" + addr + "/metrics")
+			return strings.Contains(metrics, "leakguard_scans_total 1")
+		})
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if !strings.Contains(metrics, "leakguard_scan_errors_total 0") {
+			t.Fatalf("round %d: the first scan failed:\n%s", round, stderr)
 		}
 	}
 }

@@ -108,6 +108,11 @@ func serve(args []string, _, stderr io.Writer) error {
 			}
 		}
 	}
+	if in != nil {
+		// Before the first scan, which would refuse a fresh hostPath dir;
+		// a failure is the installer's to report and retry.
+		_ = in.AdoptStateDir()
+	}
 	a := agent.New(opts)
 
 	ln, err := net.Listen("tcp", listen)
