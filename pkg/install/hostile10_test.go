@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/leakguard/leakguard/pkg/install"
 )
@@ -138,4 +139,28 @@ func TestConversionOverTheSameNetworksConflist(t *testing.T) {
 	if file, chain := n.runtimeChain(); file != "10-ptp.conflist" || chain != "ptp,leakguard" {
 		t.Fatalf("runtime loads %s: %s", file, chain)
 	}
+}
+
+// In own-file mode the own file is a copy of the primary: when the
+// primary's agent removes its config (the CNI is being uninstalled or
+// swapped, the node is to go NotReady), the copy must not live on and keep
+// runtimes setting pods up on a network that is gone.
+func TestOwnFileGoesWithThePrimary(t *testing.T) {
+	n := newNode(t)
+	n.write("10-aws.conflist", bridgeList)
+	opts := n.opts()
+	opts.OwnFile = install.DefaultOwnFile
+	in := n.installer(opts)
+	watch(t, in)
+	waitFor(t, "own file", 5*time.Second, func() bool { return in.Status().Installed })
+	if err := os.Remove(filepath.Join(n.conf, "10-aws.conflist")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "own file removed with the primary", 2*time.Second, func() bool { return !n.exists(install.DefaultOwnFile) })
+	if st := in.Status(); st.Installed {
+		t.Fatalf("status = %+v with no primary", st)
+	}
+	// The primary comes back: so does the own file.
+	n.write("10-aws.conflist", bridgeList)
+	waitFor(t, "own file back", 2*time.Second, func() bool { return in.Status().Installed && n.exists(install.DefaultOwnFile) })
 }

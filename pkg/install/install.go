@@ -307,6 +307,12 @@ func (in *Installer) reconcile() error {
 	}
 	src, err := in.pickPrimary(names)
 	if err != nil {
+		var w *waitError
+		if errors.As(err, &w) && in.opts.OwnFile != "" {
+			if derr := in.dropOwnFile(names); derr != nil {
+				return derr
+			}
+		}
 		return err
 	}
 	if err := in.apply(src); err != nil {
@@ -495,6 +501,28 @@ func networkName(list object) (string, bool) {
 	}
 	var n string
 	return n, json.Unmarshal(v, &n) == nil
+}
+
+// dropOwnFile removes the own file once its primary is gone: a copy of a
+// network its agent removed (an uninstall or a CNI swap, meant to make the
+// node NotReady) would keep runtimes setting pods up on it. Only a file
+// that runs leakguard is removed, as Uninstall does; it comes back with
+// the primary.
+func (in *Installer) dropOwnFile(names []string) error {
+	name := in.opts.OwnFile
+	if !contains(names, name) {
+		return nil
+	}
+	if f := readConf(in.opts.ConfDir, name); f.Err != nil || !f.holds() {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(in.opts.ConfDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove own file %s, whose primary is gone: %w", name, err)
+	}
+	delete(in.written, name)
+	delete(in.holding, name)
+	in.log.Info("removed the own file: its primary is gone", "file", name)
+	return syncDir(in.opts.ConfDir)
 }
 
 // dropConverted removes a .conf (or .json) primary once its .conflist is in
