@@ -164,3 +164,17 @@ func TestOwnFileGoesWithThePrimary(t *testing.T) {
 	n.write("10-aws.conflist", bridgeList)
 	waitFor(t, "own file back", 2*time.Second, func() bool { return in.Status().Installed && n.exists(install.DefaultOwnFile) })
 }
+
+// A primary whose file name is near NAME_MAX (255) still gets the entry:
+// the temp file beside it must not need a longer name.
+func TestLongPrimaryFileName(t *testing.T) {
+	n := newNode(t)
+	name := "10-" + strings.Repeat("a", 240) + ".conflist"
+	n.write(name, bridgeList)
+	if err := n.installer(n.opts()).Reconcile(); err != nil {
+		t.Fatalf("Reconcile = %v", err)
+	}
+	if file, chain := n.runtimeChain(); file != name || chain != "bridge,portmap,leakguard" {
+		t.Fatalf("runtime loads %s: %s", file, chain)
+	}
+}
