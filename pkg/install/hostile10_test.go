@@ -178,3 +178,38 @@ func TestLongPrimaryFileName(t *testing.T) {
 		t.Fatalf("runtime loads %s: %s", file, chain)
 	}
 }
+
+// A state dir the plugin will refuse (someone else's files in a 0755 dir,
+// so not adopted) fails every pod's ADD once the entry is in: the entry is
+// not inserted, and the pass says why.
+func TestEntryNotInsertedWhenThePluginWouldRefuseTheStateDir(t *testing.T) {
+	n := newNode(t)
+	n.write("10-a.conflist", bridgeList)
+	state := filepath.Join(n.root, "state")
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "planted"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := n.opts()
+	e, err := install.ParseEntry(`{"stateDir":"` + state + `"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Entry = e
+	in := n.installer(opts)
+	err = in.Reconcile()
+	if n.read("10-a.conflist") != bridgeList {
+		t.Fatalf("entry inserted (Reconcile = %v) although the plugin refuses the state dir", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), state) {
+		t.Fatalf("Reconcile = %v, want an error naming %s", err, state)
+	}
+	if in.Status().Installed {
+		t.Fatal("installed")
+	}
+}

@@ -284,6 +284,22 @@ func (in *Installer) AdoptStateDir() error {
 	return nil
 }
 
+// checkStateDir refuses a state dir the plugin's store would refuse; a
+// missing one is fine (the plugin creates it).
+func (in *Installer) checkStateDir() error {
+	dir := in.opts.Entry.Config().StateDir
+	if dir == "" {
+		return nil
+	}
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := store.OpenReadOnly(dir); err != nil {
+		return fmt.Errorf("the plugin would refuse every ADD: %w", err)
+	}
+	return nil
+}
+
 func (in *Installer) reconcile() error {
 	if err := in.AdoptStateDir(); err != nil {
 		return err
@@ -296,6 +312,12 @@ func (in *Installer) reconcile() error {
 		if wrote {
 			in.log.Info("installed binary", "path", b.dst())
 		}
+	}
+	// After the binaries (an entry already in place needs its binary for
+	// DEL), before the entry: one whose state dir the plugin refuses fails
+	// every pod's ADD.
+	if err := in.checkStateDir(); err != nil {
+		return err
 	}
 	dir := in.opts.ConfDir
 	if err := checkDir(dir); err != nil {
