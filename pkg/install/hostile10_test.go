@@ -213,3 +213,40 @@ func TestEntryNotInsertedWhenThePluginWouldRefuseTheStateDir(t *testing.T) {
 		t.Fatal("installed")
 	}
 }
+
+// A binary overwritten in place right after the installer put it there
+// (the moment it appears) is repaired: the installer must not take what it
+// finds after its rename for its own copy.
+func TestBinaryOverwrittenRightAfterInstallIsRepaired(t *testing.T) {
+	n := newNode(t)
+	n.write("10-a.conflist", bridgeList)
+	opts := n.opts()
+	opts.Resync = 20 * time.Millisecond
+	in := n.installer(opts)
+	watch(t, in)
+	waitFor(t, "first insertion", 5*time.Second, func() bool { return in.Status().Installed })
+	bin := filepath.Join(n.bin, install.PluginType)
+	want := "#!/bin/sh\n# leakguard v1\n"
+	for round := 0; round < 30; round++ {
+		if err := os.Remove(bin); err != nil {
+			t.Fatal(err)
+		}
+		// Spin until it is back, then overwrite it at once.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, err := os.Stat(bin); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: binary not restored", round)
+			}
+		}
+		if err := os.WriteFile(bin, []byte("truncated"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "binary repaired", 2*time.Second, func() bool {
+			b, _ := os.ReadFile(bin)
+			return string(b) == want
+		})
+	}
+}
