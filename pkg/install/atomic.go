@@ -21,7 +21,7 @@ type owner struct{ UID, GID int }
 // new one, never a partial one; a killed writer leaves only a temp file
 // (removed by removeStaleTemps). dir itself is never created or replaced.
 func writeAtomic(dir, name string, mode os.FileMode, own *owner, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(dir, tempPrefix+name+".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix+tempStem(name)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create temp file in %s: %w", dir, err)
 	}
@@ -57,6 +57,18 @@ func writeAtomic(dir, name string, mode os.FileMode, own *owner, fill func(io.Wr
 	}
 	ok = true
 	return syncDir(dir)
+}
+
+// maxTempStem bounds the part of a temp file's name taken from its
+// target, so that the temp name (prefix, stem, ".tmp-", random digits)
+// stays under NAME_MAX (255) for any target name.
+const maxTempStem = 200
+
+func tempStem(name string) string {
+	if len(name) > maxTempStem {
+		return name[:maxTempStem]
+	}
+	return name
 }
 
 // syncDir makes a rename or unlink in dir durable.

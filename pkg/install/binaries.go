@@ -91,7 +91,10 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 		if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 			return false, fmt.Errorf("create %s: %w", b.Dir, err)
 		}
-	} else if err := checkDir(b.Dir); err != nil {
+	}
+	// A dir made by someone else is checked too: what is installed there
+	// runs as root, so no one but its owner may swap it.
+	if err := checkDir(b.Dir); err != nil {
 		return false, err
 	}
 	var st, sst unix.Stat_t
@@ -138,9 +141,10 @@ func (bs *binaries) ensure(b binary) (bool, error) {
 		delete(bs.srcSum, b.Src)
 		return true, fmt.Errorf("%s changed while it was copied", b.Src)
 	}
-	if err := unix.Lstat(b.dst(), &st); err == nil {
-		bs.verified[b.dst()] = verified{dst: idOf(&st), src: idOf(&sst)}
-	}
+	// Not marked verified by a stat of the path now: whatever changed the
+	// file since the rename (an agent, a truncating write) would be taken
+	// for our copy from then on. The next pass hashes it once.
+	delete(bs.verified, b.dst())
 	return true, nil
 }
 

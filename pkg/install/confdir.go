@@ -126,6 +126,16 @@ func (c *confFile) parse(dir string) error {
 	return nil
 }
 
+// errTooBig: a regular file over the read cap. Runtimes read config files
+// whole, so they may well load it: it is never skipped as unloadable.
+var errTooBig = errors.New("over the read cap")
+
+// mayLoad tells whether a runtime may load the file: it parses, or it is
+// too big for leakguard to tell (a runtime reads it whole).
+func (c *confFile) mayLoad() bool {
+	return c.Err == nil || errors.Is(c.Err, errTooBig)
+}
+
 // holds tells whether the file's chain runs leakguard where it works.
 func (c *confFile) holds() bool {
 	if c.Err != nil {
@@ -174,14 +184,14 @@ func readRegular(path string, limit int64) ([]byte, *unix.Stat_t, bool, error) {
 		return nil, nil, symlink, fmt.Errorf("%s: not a regular file", path)
 	}
 	if st.Size > limit {
-		return nil, nil, symlink, fmt.Errorf("%s: %d bytes, over the %d-byte cap", path, st.Size, limit)
+		return nil, nil, symlink, fmt.Errorf("%s: %d bytes, %w (%d bytes)", path, st.Size, errTooBig, limit)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, nil, symlink, fmt.Errorf("read %s: %w", path, err)
 	}
 	if int64(len(data)) > limit {
-		return nil, nil, symlink, fmt.Errorf("%s: over the %d-byte cap", path, limit)
+		return nil, nil, symlink, fmt.Errorf("%s: %w (%d bytes)", path, errTooBig, limit)
 	}
 	return data, &st, symlink, nil
 }

@@ -11,6 +11,7 @@
 package install
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -263,17 +264,45 @@ func (in *Installer) Reconcile() error {
 	return err
 }
 
+// AdoptStateDir makes the entry's state dir private when it is the empty
+// 0755 dir a hostPath volume creates (store.Adopt). Every pass does it
+// before the entry goes in (the plugin would refuse every ADD); an agent
+// in the same process calls it before its first scan, which would refuse
+// the dir too.
+func (in *Installer) AdoptStateDir() error {
+	dir := in.opts.Entry.Config().StateDir
+	if dir == "" {
+		return nil
+	}
+	adopted, err := store.Adopt(dir)
+	if err != nil {
+		return err
+	}
+	if adopted {
+		in.log.Info("made the state dir private (0700): it was an empty dir, as a hostPath volume creates it", "path", dir)
+	}
+	return nil
+}
+
+// checkStateDir refuses a state dir the plugin's store would refuse; a
+// missing one is fine (the plugin creates it).
+func (in *Installer) checkStateDir() error {
+	dir := in.opts.Entry.Config().StateDir
+	if dir == "" {
+		return nil
+	}
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := store.OpenReadOnly(dir); err != nil {
+		return fmt.Errorf("the plugin would refuse every ADD: %w", err)
+	}
+	return nil
+}
+
 func (in *Installer) reconcile() error {
-	// Before the entry exists: a state dir a hostPath volume created (0755)
-	// would make the plugin refuse every ADD.
-	if dir := in.opts.Entry.Config().StateDir; dir != "" {
-		adopted, err := store.Adopt(dir)
-		if err != nil {
-			return err
-		}
-		if adopted {
-			in.log.Info("made the state dir private (0700): it was an empty dir, as a hostPath volume creates it", "path", dir)
-		}
+	if err := in.AdoptStateDir(); err != nil {
+		return err
 	}
 	for _, b := range in.binaries() {
 		wrote, err := in.bins.ensure(b)
@@ -283,6 +312,12 @@ func (in *Installer) reconcile() error {
 		if wrote {
 			in.log.Info("installed binary", "path", b.dst())
 		}
+	}
+	// After the binaries (an entry already in place needs its binary for
+	// DEL), before the entry: one whose state dir the plugin refuses fails
+	// every pod's ADD.
+	if err := in.checkStateDir(); err != nil {
+		return err
 	}
 	dir := in.opts.ConfDir
 	if err := checkDir(dir); err != nil {
@@ -294,6 +329,12 @@ func (in *Installer) reconcile() error {
 	}
 	src, err := in.pickPrimary(names)
 	if err != nil {
+		var w *waitError
+		if errors.As(err, &w) && in.opts.OwnFile != "" {
+			if derr := in.dropOwnFile(names); derr != nil {
+				return derr
+			}
+		}
 		return err
 	}
 	if err := in.apply(src); err != nil {
@@ -330,6 +371,11 @@ func (in *Installer) pickPrimary(names []string) (*confFile, error) {
 			continue
 		}
 		f := readConf(dir, n)
+		if errors.Is(f.Err, errTooBig) {
+			// Sorting first, it is what runtimes load: leakguard in a
+			// later file would not run.
+			return nil, fmt.Errorf("%s sorts first and runtimes may load it, but leakguard does not edit a config that large: %w", n, f.Err)
+		}
 		if f.Err != nil {
 			if n == in.primary {
 				return nil, fmt.Errorf("primary %s cannot be loaded, left alone until it changes: %w", n, f.Err)
@@ -405,6 +451,9 @@ func (in *Installer) apply(src *confFile) error {
 	}
 	cur := readConf(dir, target)
 	same := cur.Err == nil && string(cur.Data) == string(out)
+	if in.opts.OwnFile == "" && target != src.Name && !same && !in.converted(cur, src) {
+		return fmt.Errorf("converting %s would overwrite %s, another network's config and not leakguard's earlier conversion: left alone (remove one of them, or use --primary)", src.Name, target)
+	}
 	// Put back after someone removed it: a file we saw holding the entry
 	// was rewritten by someone else, or a .conf we converted was written
 	// again (it sorts before, so shadows, our .conflist).
@@ -439,6 +488,63 @@ func (in *Installer) apply(src *confFile) error {
 		in.primary = target
 	}
 	return in.dropConverted(src, target)
+}
+
+// converted tells whether cur, the .conflist a .conf or .json primary src
+// converts to, may be replaced: it does not exist, it is leakguard's own
+// earlier conversion (our last write, or a chain that runs leakguard), or
+// it is the same network (its agent writes both forms; the .conf, sorting
+// first, is the definition runtimes use). Another network's config, or one
+// that does not parse, is someone else's.
+func (in *Installer) converted(cur, src *confFile) bool {
+	if _, err := os.Lstat(filepath.Join(in.opts.ConfDir, cur.Name)); errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if cur.Data != nil && cur.Sum == in.written[cur.Name] {
+		return true
+	}
+	if cur.Err != nil {
+		return false
+	}
+	if name, ok := networkName(cur.List); ok {
+		if srcName, ok := networkName(src.List); ok && name == srcName {
+			return true
+		}
+	}
+	ps, err := plugins(cur.List)
+	return err == nil && mentions(ps)
+}
+
+// networkName is a config's "name", as libcni reads it.
+func networkName(list object) (string, bool) {
+	v, ok := list.get("name")
+	if !ok {
+		return "", false
+	}
+	var n string
+	return n, json.Unmarshal(v, &n) == nil
+}
+
+// dropOwnFile removes the own file once its primary is gone: a copy of a
+// network its agent removed (an uninstall or a CNI swap, meant to make the
+// node NotReady) would keep runtimes setting pods up on it. Only a file
+// that runs leakguard is removed, as Uninstall does; it comes back with
+// the primary.
+func (in *Installer) dropOwnFile(names []string) error {
+	name := in.opts.OwnFile
+	if !contains(names, name) {
+		return nil
+	}
+	if f := readConf(in.opts.ConfDir, name); f.Err != nil || !f.holds() {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(in.opts.ConfDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove own file %s, whose primary is gone: %w", name, err)
+	}
+	delete(in.written, name)
+	delete(in.holding, name)
+	in.log.Info("removed the own file: its primary is gone", "file", name)
+	return syncDir(in.opts.ConfDir)
 }
 
 // dropConverted removes a .conf (or .json) primary once its .conflist is in
@@ -477,7 +583,7 @@ func (in *Installer) observe(src *confFile) error {
 		}
 		effective = ""
 		for _, n := range names {
-			if f := readConf(dir, n); f.Err == nil {
+			if f := readConf(dir, n); f.mayLoad() {
 				effective = n
 				break
 			}
@@ -539,7 +645,7 @@ func Check(confDir, binDir, primary string) (string, bool, error) {
 		if primary != "" && n != primary && n != conflistOf(primary) {
 			continue
 		}
-		if c := readConf(confDir, n); c.Err == nil {
+		if c := readConf(confDir, n); c.mayLoad() {
 			f = c
 			break
 		}

@@ -174,6 +174,13 @@ func stillRuns(dir string) error {
 	}
 	for _, n := range names {
 		f := readConf(dir, n)
+		if errors.Is(f.Err, errTooBig) {
+			// Runtimes read it whole: it may run leakguard.
+			if mentionsLeakguard(filepath.Join(dir, n)) {
+				return fmt.Errorf("%s mentions leakguard and is too large to edit (%v)", n, f.Err)
+			}
+			continue
+		}
 		if f.Err != nil {
 			if bytes.Contains(bytes.ToLower(f.Data), []byte(PluginType)) {
 				return fmt.Errorf("%s mentions leakguard but cannot be parsed (%v)", n, f.Err)
@@ -186,4 +193,39 @@ func stillRuns(dir string) error {
 		}
 	}
 	return nil
+}
+
+// maxScanSize bounds how much of an oversized config mentionsLeakguard
+// reads; past it the file is taken to mention leakguard (binaries kept).
+const maxScanSize = 256 << 20
+
+// mentionsLeakguard tells whether a config too large to parse may name
+// leakguard: it is read in chunks (never whole), case-folded as stillRuns
+// does; a file it cannot read to the end counts as mentioning it.
+func mentionsLeakguard(path string) bool {
+	f, err := openRegular(path)
+	if err != nil {
+		return false // not a regular file: runtimes cannot load it either
+	}
+	defer f.Close()
+	needle := []byte(PluginType)
+	buf := make([]byte, 64<<10)
+	keep := 0 // bytes carried over, so a match across chunks is found
+	var total int64
+	for {
+		n, err := f.Read(buf[keep:])
+		total += int64(n)
+		if bytes.Contains(bytes.ToLower(buf[:keep+n]), needle) {
+			return true
+		}
+		if errors.Is(err, io.EOF) {
+			return false
+		}
+		if err != nil || total > maxScanSize {
+			return true
+		}
+		end := keep + n
+		keep = min(len(needle)-1, end)
+		copy(buf, buf[end-keep:end])
+	}
 }

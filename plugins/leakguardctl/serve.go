@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/leakguard/leakguard/pkg/hook/nristate"
@@ -36,7 +37,7 @@ func serve(args []string, _, stderr io.Writer) error {
 	fs := newFlags("serve", stderr, &c)
 	scanFlags(fs, &c)
 	f.register(fs, true)
-	fs.StringVar(&listen, "listen", agent.DefaultListen, "address of /metrics, /healthz and /readyz")
+	fs.StringVar(&listen, "listen", agent.DefaultListen, "HOST:PORT of /metrics, /healthz and /readyz (numeric port; empty host: every address)")
 	fs.DurationVar(&interval, "interval", agent.DefaultInterval, "time between scans")
 	fs.StringVar(&reapMode, "reap", "", `"owned": after each scan, delete the leaked host links a leakguard record or tombstone owns (as leakguardctl reap)`)
 	fs.BoolVar(&gc, "gc", false, "after each scan, run leakguard's GC: reap records whose netns is provably orphaned, drop finished tombstones")
@@ -63,6 +64,10 @@ func serve(args []string, _, stderr io.Writer) error {
 	}
 	if reapMode != "" && reapMode != "owned" {
 		fmt.Fprintf(stderr, "serve: --reap %q: only \"owned\" (orphans are for an operator to judge: leakguardctl reap --all-orphans)\n", reapMode)
+		return errUsage
+	}
+	if err := checkListen(listen); err != nil {
+		fmt.Fprintf(stderr, "serve: --listen %q: %v\n", listen, err)
 		return errUsage
 	}
 	if interval < time.Second {
@@ -102,6 +107,11 @@ func serve(args []string, _, stderr io.Writer) error {
 				opts.PinDir = e.Config().PinDir
 			}
 		}
+	}
+	if in != nil {
+		// Before the first scan, which would refuse a fresh hostPath dir;
+		// a failure is the installer's to report and retry.
+		_ = in.AdoptStateDir()
 	}
 	a := agent.New(opts)
 
@@ -173,4 +183,20 @@ func gcCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "GC reaped %d stale attachment(s)\n", n)
 	return err
+}
+
+// checkListen accepts host:port with a numeric port 1-65535 (host empty for
+// every address): Prometheus and the probes scrape a known port, so an empty
+// value (an unset variable in the DaemonSet's args) or port 0 must not
+// start a server on a random one, and a service name is not looked up.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	return nil
 }

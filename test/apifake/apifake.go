@@ -45,6 +45,12 @@ const (
 	Forbidden                 // 403 with a Status, as RBAC denies
 	Hang                      // never answers (until the client gives up)
 	Malformed                 // 200 with a body that is not JSON
+	// BareNotFound is a 404 that is no API Status (a proxy or a load
+	// balancer in front of the API server, a misrouted path).
+	BareNotFound
+	// NotFoundOther is a 404 Status about another object than the one
+	// asked for.
+	NotFoundOther
 )
 
 // Server is an API server over TLS that knows one pod and its DaemonSet.
@@ -173,6 +179,12 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-f.stop:
 		case <-time.After(time.Minute):
 		}
+	case BareNotFound:
+		http.Error(w, "404 page not found", http.StatusNotFound)
+	case NotFoundOther:
+		other := *details
+		other.Name += "-other"
+		status(w, http.StatusNotFound, metav1.StatusReasonNotFound, other.Kind+" \""+other.Name+"\" not found", &other)
 	case Malformed:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"kind":"DaemonSet","apiVersion":"apps/v1","metadata":{"name":`))

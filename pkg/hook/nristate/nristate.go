@@ -48,9 +48,12 @@ type State struct {
 }
 
 // ConnectedAt tells whether the plugin counts as connected at now: it says
-// so, and it said so recently.
+// so, and it said so recently. A file dated more than StaleAfter ahead was
+// written before the clock stepped back: a live writer rewrites it within a
+// Heartbeat, so it proves nothing about one.
 func (s State) ConnectedAt(now time.Time) bool {
-	return s.Connected && now.Sub(s.Updated) <= StaleAfter
+	age := now.Sub(s.Updated)
+	return s.Connected && age <= StaleAfter && age >= -StaleAfter
 }
 
 // Write replaces path with s atomically (temp file in the same dir, fsync,

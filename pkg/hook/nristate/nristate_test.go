@@ -72,3 +72,30 @@ func TestReadHostileFiles(t *testing.T) {
 		}
 	}
 }
+
+// A state written under a clock that was later stepped back (a node that
+// booted with its RTC ahead, then NTP) must not read as connected until the
+// clock catches up: a file dated in the future is no proof of a live writer.
+func TestFutureUpdatedIsStale(t *testing.T) {
+	now := time.Now()
+	s := nristate.State{Connected: true, Since: now, Updated: now.Add(time.Hour)}
+	if s.ConnectedAt(now) {
+		t.Error("a state updated an hour in the future reads as connected")
+	}
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := nristate.Write(path, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := nristate.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ConnectedAt(now) {
+		t.Error("a state file dated an hour ahead reads as connected")
+	}
+	// A small skew between writer and reader is not staleness.
+	s.Updated = now.Add(time.Second)
+	if !s.ConnectedAt(now) {
+		t.Error("a state a second ahead reads as stale")
+	}
+}

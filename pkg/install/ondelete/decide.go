@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -125,7 +126,7 @@ func Decide(ctx context.Context, c Config, timeout time.Duration) Verdict {
 	var ds appsv1.DaemonSet
 	err = client.Get().AbsPath("/apis/apps/v1").Namespace(c.Namespace).Resource("daemonsets").Name(owner.Name).Do(ctx).Into(&ds)
 	switch {
-	case apierrors.IsNotFound(err):
+	case daemonSetGone(err, owner.Name):
 		return Verdict{Uninstall: true, DaemonSet: name, Reason: "the DaemonSet is gone"}
 	case err != nil:
 		return keep(name, "cannot read DaemonSet %s: %s", name, why(ctx, err))
@@ -137,6 +138,31 @@ func Decide(ctx context.Context, c Config, timeout time.Duration) Verdict {
 		return Verdict{Uninstall: true, DaemonSet: name, Reason: "the DaemonSet is being deleted since " + ds.DeletionTimestamp.UTC().Format(time.RFC3339)}
 	}
 	return keep(name, "DaemonSet %s exists: a restart or an upgrade", name)
+}
+
+// daemonSetGone tells whether err is the API server's own NotFound for the
+// DaemonSet name: a Status it sent (client-go also makes a NotFound of any
+// bare 404, e.g. a proxy's, marking it an unexpected response) whose
+// details name that object.
+func daemonSetGone(err error, name string) bool {
+	if !apierrors.IsNotFound(err) {
+		return false
+	}
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		return false
+	}
+	st := se.Status()
+	d := st.Details
+	if st.Code != http.StatusNotFound || d == nil || d.Name != name || d.Kind != "daemonsets" || d.Group != "apps" {
+		return false
+	}
+	for _, c := range d.Causes {
+		if c.Type == metav1.CauseTypeUnexpectedServerResponse {
+			return false
+		}
+	}
+	return true
 }
 
 func keep(ds, format string, args ...any) Verdict {

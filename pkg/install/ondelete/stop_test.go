@@ -164,8 +164,12 @@ func (iv *invariants) once() {
 	s, serr := nristate.Read(n.state)
 	connected := serr == nil && s.ConnectedAt(time.Now())
 	hookThere := exists(n.hookBin())
-	chain := n.loaded()
+	// The binary first, then the chain, for the same reason: the entry goes
+	// before the binary, so a binary already gone when a chain still
+	// running leakguard is loaded is a real break; the other order flags an
+	// entry removed and a binary removed between the two reads.
 	binThere := exists(n.lgBin())
+	chain := n.loaded()
 	var bad string
 	switch {
 	case strings.HasPrefix(chain, "error"):

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 )
 
@@ -37,7 +38,7 @@ type agentFigures struct {
 // runAgent runs `leakguardctl serve` on the node for c.agentScans scans at
 // c.agentInterval and reads its figures from /metrics and /proc.
 func (c *config) runAgent(leaked int) error {
-	lo, err := netlink.LinkByName("lo")
+	lo, err := netlinksafe.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("find lo in the node netns: %w", err)
 	}
@@ -196,7 +197,8 @@ func cpuSeconds(pid int) (float64, error) {
 }
 
 // memory reads VmRSS and VmHWM (KiB) of pid.
-func memory(pid int) (rss, hwm int64, err error) {
+func memory(pid int) (int64, int64, error) {
+	var rss, hwm int64
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
