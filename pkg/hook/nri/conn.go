@@ -176,7 +176,7 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 		// Unblocks a Start still waiting on the connection.
 		dialed.close()
 		if pending {
-			sp.unstick(ctx, s, started)
+			sp.unstick(ctx, s, started, dialed.sent())
 		}
 		p.disconnected()
 		return false, err
@@ -213,7 +213,7 @@ func (sp *sessionPlugin) Configure(ctx context.Context, config, runtime, version
 // waits for that lock: each such attempt would leave its goroutines behind.
 // The stub's own Configure request handler, called here with the attempt
 // abandoned, fails the registration: Start returns and releases it all.
-func (sp *sessionPlugin) unstick(ctx context.Context, s stub.Stub, started <-chan error) {
+func (sp *sessionPlugin) unstick(ctx context.Context, s stub.Stub, started <-chan error, wrote <-chan struct{}) {
 	c, ok := s.(interface {
 		Configure(context.Context, *api.ConfigureRequest) (*api.ConfigureResponse, error)
 	})
@@ -224,7 +224,19 @@ func (sp *sessionPlugin) unstick(ctx context.Context, s stub.Stub, started <-cha
 	select {
 	case <-started: // Start returned meanwhile: nothing is stuck
 		return
-	default:
+	case <-wrote:
+		// The registration request went out: Start made its Configure
+		// channel before sending it and now waits on it (calling the
+		// handler earlier would race Start's set-up and block for ever).
+	case <-time.After(time.Second):
+		// Nothing was sent: Start is still setting up, and its
+		// registration fails on the closed connection.
+		select {
+		case <-started:
+		case <-time.After(time.Second):
+			sp.Plugin.log().Warn("an abandoned NRI registration did not end; its goroutines are left behind")
+		}
+		return
 	}
 	go c.Configure(context.WithoutCancel(ctx), &api.ConfigureRequest{NRIVersion: "abandoned"}) //nolint:errcheck // it fails on purpose
 	select {
@@ -260,9 +272,10 @@ func (p *Plugin) disconnected() {
 // dialedConn keeps the connection the stub dials, to close it when an
 // attempt is abandoned, and tells when the runtime closed it.
 type dialedConn struct {
-	mu   sync.Mutex
-	c    net.Conn
-	gone chan struct{} // closed at the connection's first read error
+	mu    sync.Mutex
+	c     net.Conn
+	gone  chan struct{} // closed at the connection's first read error
+	wrote chan struct{} // closed at the connection's first successful write
 }
 
 func (d *dialedConn) dial(path string) (net.Conn, error) {
@@ -272,11 +285,24 @@ func (d *dialedConn) dial(path string) (net.Conn, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.gone == nil {
-		d.gone = make(chan struct{})
-	}
-	d.c = &watchedConn{Conn: c, gone: d.gone}
+	d.init()
+	d.c = &watchedConn{Conn: c, gone: d.gone, wrote: d.wrote}
 	return d.c, nil
+}
+
+func (d *dialedConn) init() {
+	if d.gone == nil {
+		d.gone, d.wrote = make(chan struct{}), make(chan struct{})
+	}
+}
+
+// sent is closed once the plugin wrote to the dialed connection (nil before
+// a dial, which blocks).
+func (d *dialedConn) sent() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.init()
+	return d.wrote
 }
 
 // lost is closed once the dialed connection failed a read (nil before a
@@ -284,17 +310,24 @@ func (d *dialedConn) dial(path string) (net.Conn, error) {
 func (d *dialedConn) lost() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.gone == nil {
-		d.gone = make(chan struct{})
-	}
+	d.init()
 	return d.gone
 }
 
-// watchedConn closes gone at its first read error.
+// watchedConn closes gone at its first read error and wrote at its first
+// successful write.
 type watchedConn struct {
 	net.Conn
-	once sync.Once
-	gone chan struct{}
+	once, wonce sync.Once
+	gone, wrote chan struct{}
+}
+
+func (w *watchedConn) Write(b []byte) (int, error) {
+	n, err := w.Conn.Write(b)
+	if n > 0 {
+		w.wonce.Do(func() { close(w.wrote) })
+	}
+	return n, err
 }
 
 func (w *watchedConn) Read(b []byte) (int, error) {
