@@ -41,6 +41,10 @@ const (
 	// agent that keeps dropping its entry do not rewrite the file in a loop.
 	DefaultRevertBurst    = 5
 	DefaultRevertInterval = 10 * time.Second
+	// DefaultDrain is how long uninstall leaves leakguard's binary after
+	// removing its entry: a runtime that loaded the chain just before runs
+	// leakguard after the main plugin (a DEL that finds no binary fails).
+	DefaultDrain = 2 * time.Second
 )
 
 // Options configure an Installer.
@@ -73,6 +77,10 @@ type Options struct {
 	// (DefaultRevertBurst, DefaultRevertInterval).
 	RevertBurst    int
 	RevertInterval time.Duration
+	// Drain is the time Uninstall waits between removing the entry and
+	// removing leakguard's binary (DefaultDrain is what leakguardctl
+	// uses); 0 does not wait.
+	Drain time.Duration
 	// Log receives what the installer does; nil discards it.
 	Log *slog.Logger
 }

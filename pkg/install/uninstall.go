@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // UninstallReport says what Uninstall changed.
@@ -68,6 +69,9 @@ func (in *Installer) uninstall(ctx context.Context, ownFile string, released fun
 		}
 		if err := stillRuns(dir); err != nil {
 			return rep, fmt.Errorf("%w; binaries kept", err)
+		}
+		if err := in.drain(ctx, rep); err != nil {
+			return rep, err
 		}
 	}
 	in.update(func(s *Status) { s.Installed = false })
@@ -227,5 +231,22 @@ func mentionsLeakguard(path string) bool {
 		end := keep + n
 		keep = min(len(needle)-1, end)
 		copy(buf, buf[end-keep:end])
+	}
+}
+
+// drain waits Options.Drain after an entry was removed: a runtime that
+// loaded the chain just before may still exec leakguard for a DEL in
+// flight. Cut short (the process is being stopped), the binaries stay.
+func (in *Installer) drain(ctx context.Context, rep UninstallReport) error {
+	if in.opts.Drain <= 0 || len(rep.Edited)+len(rep.Removed) == 0 {
+		return nil
+	}
+	t := time.NewTimer(in.opts.Drain)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("entry removed, binaries kept: stopped while a DEL that loaded the old chain could still run leakguard: %w", ctx.Err())
 	}
 }

@@ -1,6 +1,7 @@
 package install_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -182,5 +183,61 @@ func TestUninstallCleansEveryFile(t *testing.T) {
 		if got := n.chain(f); !reflect.DeepEqual(got, []string{"ptp"}) {
 			t.Errorf("%s: %v", f, got)
 		}
+	}
+}
+
+// With a drain, the binary outlives the entry by at least that long (a DEL
+// that loaded the old chain may still exec it); a stop during the drain
+// keeps the binaries.
+func TestUninstallDrainsBeforeRemovingTheBinary(t *testing.T) {
+	n := newNode(t)
+	n.write("10-a.conflist", bridgeList)
+	opts := n.opts()
+	opts.Drain = 300 * time.Millisecond
+	if err := n.installer(opts).Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(n.bin, "leakguard")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := n.installer(opts).Uninstall("")
+		done <- err
+	}()
+	entryGone := waitFor(t, "entry removed", 5*time.Second, func() bool {
+		return !strings.Contains(n.read("10-a.conflist"), "leakguard")
+	})
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("binary gone with the entry: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < opts.Drain {
+		t.Fatalf("uninstall took %v, less than the %v drain", took, opts.Drain)
+	}
+	if _, err := os.Stat(bin); !os.IsNotExist(err) {
+		t.Fatalf("binary still there after the drain: %v", err)
+	}
+	t.Logf("entry gone after %v", entryGone)
+
+	// Stopped during the drain: the entry is gone, the binaries stay.
+	n.write("10-a.conflist", bridgeList)
+	opts.Drain = time.Minute
+	in := n.installer(opts)
+	if err := in.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	rep, err := in.UninstallStaged(ctx, "", func(context.Context) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "binaries kept") {
+		t.Fatalf("stopped drain: %+v, %v; want binaries kept", rep, err)
+	}
+	if strings.Contains(n.read("10-a.conflist"), "leakguard") || len(rep.Binaries) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("binary removed though the drain was cut short: %v", err)
 	}
 }

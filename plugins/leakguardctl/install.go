@@ -24,7 +24,7 @@ type installFlags struct {
 	pluginConfig                   string
 	hookDir, nriDir, nriName       string
 	hookPolicy                     string
-	resync, revertInterval         time.Duration
+	resync, revertInterval, drain  time.Duration
 	revertBurst                    int
 	logLevel                       string
 }
@@ -40,6 +40,7 @@ func (f *installFlags) register(fs *flag.FlagSet, full bool) {
 	fs.StringVar(&f.nriName, "nri-name", install.NRIBinary, "file name of leakguard-nri in --nri-dir (a pre-installed NRI plugin is NN-name, e.g. 10-leakguard-nri)")
 	fs.StringVar(&f.ownFileName, "own-file-name", install.DefaultOwnFile, "name of leakguard's own config file (must sort before the primary)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&f.drain, "drain", install.DefaultDrain, "uninstall: wait this long between removing the entry and removing leakguard's binary (a DEL in flight may still run it)")
 	if !full {
 		return
 	}
@@ -76,7 +77,7 @@ func (f *installFlags) options(name string, stderr io.Writer) (install.Options, 
 	opts := install.Options{
 		ConfDir: f.confDir, BinDir: f.binDir, From: from, Primary: f.primary, Entry: entry,
 		HookDir: f.hookDir, NRIDir: f.nriDir, NRIName: f.nriName, HookPolicy: f.hookPolicy,
-		Resync: f.resync, RevertBurst: f.revertBurst, RevertInterval: f.revertInterval,
+		Resync: f.resync, RevertBurst: f.revertBurst, RevertInterval: f.revertInterval, Drain: f.drain,
 		Log: slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "install"),
 	}
 	if f.ownFile {

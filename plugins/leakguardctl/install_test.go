@@ -120,6 +120,7 @@ func TestInstallUsageErrors(t *testing.T) {
 		{[]string{"serve", "--reap", "all"}, `--reap "all"`},
 		{[]string{"serve", "--uninstall-on-delete"}, "--uninstall-on-delete needs --install"},
 		{[]string{"serve", "--install", "--uninstall-on-delete", "--uninstall-timeout", "0s"}, "--uninstall-timeout"},
+		{[]string{"serve", "--install", "--uninstall-on-delete", "--drain", "10s", "--uninstall-timeout", "10s"}, "--drain 10s must be shorter"},
 		{[]string{"serve", "--install", "--plugin-config", "[]"}, "--plugin-config"},
 	} {
 		_, stderr, code := runCtl(t, tt.args...)

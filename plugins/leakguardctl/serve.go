@@ -58,6 +58,10 @@ func serve(args []string, _, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "serve: --uninstall-timeout %v: must be positive\n", stopWithin)
 		return errUsage
 	}
+	if onDelete && f.drain >= stopWithin {
+		fmt.Fprintf(stderr, "serve: --drain %v must be shorter than --uninstall-timeout %v (or the binaries always stay)\n", f.drain, stopWithin)
+		return errUsage
+	}
 	if c.json {
 		fmt.Fprintln(stderr, "serve: --json does not apply")
 		return errUsage
