@@ -83,14 +83,17 @@ func Start(t testing.TB, tools Tools, opts Options) *Cluster {
 		t.Fatal("a test cluster needs root")
 	}
 	lockHost(t)
-	sweepStale(t, tools.Iptables)
 	begin := time.Now()
 
 	c := &Cluster{Tools: tools}
 	c.Network = runtime.NewNetwork(t)
 	cniDir := t.TempDir()
 	c.CNI = runtime.NewCNI(t, tools.Runtime, c.Network, cniDir, opts.Chain)
+	// StartContainerd first sweeps killed runs' instances (their kubelets
+	// and control planes die with them); only then are their host changes
+	// undone, with nothing left to redo them.
 	c.Containerd = runtime.StartContainerd(t, tools.Runtime, runtime.ContainerdOptions{CNI: c.CNI, NRI: opts.NRI})
+	sweepStale(t, tools.Iptables)
 	c.Dir = filepath.Join(c.Containerd.Dir, "kube")
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		t.Fatal(err)
