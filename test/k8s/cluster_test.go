@@ -20,8 +20,10 @@ func TestCluster(t *testing.T) {
 	c.ImportImage(t, testImage.Archive)
 	e := &env{c: c}
 	e.ov = newOverlay(t, c,
-		// A scan a second: the leak test waits for the agent.
-		map[string]string{"interval": "1s"},
+		// A scan a second: the leak test waits for the agent. No
+		// re-insertion rate limit in reach: the latency figures are the
+		// installer's, not the limiter's (it has its own tests).
+		map[string]string{"interval": "1s", "revert-burst": "1000"},
 		// leakguard's log where the harness reads it (and the state dir
 		// the overlay moved, explicit even if the ConfigMap relies on the
 		// default).
@@ -55,8 +57,8 @@ func TestCluster(t *testing.T) {
 			}
 			s.run(t, e)
 		})
-		if !ok && s.installed && !e.installed {
-			t.Fatalf("%s failed and left leakguard uninstalled: the later steps cannot run", s.name)
+		if !ok && s.name == "Install" {
+			t.Fatal("Install failed: the later steps need it")
 		}
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,6 +159,49 @@ func (e *env) waitAgentReady(t testing.TB, timeout time.Duration) kube.Pod {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// followLogs streams the logs of every container of a pod (kubectl logs
+// -f) until they exit; the returned func gives what came so far.
+func (e *env) followLogs(t testing.TB, pod kube.Pod) func() string {
+	t.Helper()
+	var mu sync.Mutex
+	var buf strings.Builder
+	for _, ctr := range []string{"agent", "nri"} {
+		cmd := exec.Command(e.c.Tools.Kubectl, "logs", "-f", "-n", pod.Metadata.Namespace, pod.Metadata.Name, "-c", ctr)
+		cmd.Env = e.c.KubectlEnv()
+		w := &lockedWriter{mu: &mu, b: &buf, prefix: ctr + ": "}
+		cmd.Stdout, cmd.Stderr = w, w
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.String()
+	}
+}
+
+type lockedWriter struct {
+	mu     *sync.Mutex
+	b      *strings.Builder
+	prefix string
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line != "" {
+			w.b.WriteString(w.prefix + line)
+		}
+	}
+	return len(p), nil
 }
 
 // metrics scrapes the agent's /metrics (hostNetwork: on the node's

@@ -180,10 +180,17 @@ func testLeakReapedByAgent(t *testing.T, e *env) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The round that reaped reported what it found.
-	m := e.metrics(t)
-	sawLeak = max(sawLeak, m["leakguard_leaked_netns"])
-	sawOwnedLink = max(sawOwnedLink, m[`leakguard_leaked_host_links{owned="true"}`])
+	// The round that reaped publishes what it found (before the reap) once
+	// it ends: for one interval.
+	var m map[string]float64
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		m = e.metrics(t)
+		sawLeak = max(sawLeak, m["leakguard_leaked_netns"])
+		sawOwnedLink = max(sawOwnedLink, m[`leakguard_leaked_host_links{owned="true"}`])
+		if (sawLeak >= 1 && sawOwnedLink >= 1) || time.Now().After(end) {
+			break
+		}
+	}
 	thaw()
 	if sawLeak < 1 || sawOwnedLink < 1 {
 		t.Errorf("/metrics never showed the leak: leakguard_leaked_netns max %v, leaked_host_links{owned=\"true\"} max %v", sawLeak, sawOwnedLink)

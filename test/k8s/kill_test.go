@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +32,8 @@ func testKillInstaller(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--cni-conf-dir", e.c.CNI.ConfDir, "--cni-bin-dir", e.c.CNI.BinDir, "--plugin-config", string(pluginConf)}
+	dirs := []string{"--cni-conf-dir", e.c.CNI.ConfDir, "--cni-bin-dir", e.c.CNI.BinDir}
+	args := append(slices.Clone(dirs), "--plugin-config", string(pluginConf))
 	primary := e.primaryWithout(t)
 	inserted := 0
 	for round := range killRounds {
@@ -101,7 +103,7 @@ func testKillInstaller(t *testing.T, e *env) {
 		t.Errorf("pod %s after the kill rounds has no record", p.Name)
 	}
 	e.deletePod(t, p)
-	if out, err := exec.Command(ctl, append([]string{"uninstall"}, args...)...).CombinedOutput(); err != nil {
+	if out, err := exec.Command(ctl, append([]string{"uninstall"}, dirs...)...).CombinedOutput(); err != nil {
 		t.Fatalf("leakguardctl uninstall: %v\n%s", err, out)
 	}
 	if entry, err := e.hasEntry(); err != nil || entry || e.hasBinary() {

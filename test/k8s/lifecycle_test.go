@@ -181,6 +181,12 @@ func procCPU(pid int) (time.Duration, error) {
 // through leakguard.
 func testRolloutRestart(t *testing.T, e *env) {
 	old := e.agentPod(t)
+	logs := e.followLogs(t, old)
+	defer func() {
+		if t.Failed() {
+			t.Logf("old agent pod's logs:\n%s", logs())
+		}
+	}()
 	before := e.runPod(t, "before-restart")
 	cw := e.watchChain(t)
 	e.c.MustKubectl(t, "rollout", "restart", "-n", namespace, "daemonset/"+daemonSetName)
@@ -215,6 +221,12 @@ func testRolloutRestart(t *testing.T, e *env) {
 // uninstall is deleted without a failing DEL.
 func testUninstall(t *testing.T, e *env) {
 	before := e.runPod(t, "before-uninstall")
+	logs := e.followLogs(t, e.agentPod(t))
+	defer func() {
+		if t.Failed() {
+			t.Logf("agent pod's logs:\n%s", logs())
+		}
+	}()
 	cw := e.watchChain(t)
 	e.c.MustKubectl(t, "delete", "-k", e.ov.Dir, "--wait=true", "--timeout=180s")
 	e.installed = false

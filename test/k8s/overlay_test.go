@@ -89,14 +89,26 @@ func newOverlay(t testing.TB, c *kube.Cluster, extraArgs map[string]string, plug
 	if err != nil {
 		t.Fatalf("convert the rendered manifests to JSON: %v", err)
 	}
-	var list struct {
-		Items []map[string]any `json:"items"`
-	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		t.Fatalf("rendered manifests: %v", err)
+	// One JSON object per document (a List when kubectl groups them).
+	var items []map[string]any
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var obj map[string]any
+		if err := dec.Decode(&obj); err != nil {
+			t.Fatalf("rendered manifests: %v", err)
+		}
+		if list, ok := obj["items"].([]any); ok && obj["kind"] == "List" {
+			for _, it := range list {
+				if m, ok := it.(map[string]any); ok {
+					items = append(items, m)
+				}
+			}
+			continue
+		}
+		items = append(items, obj)
 	}
 	var ds, cm map[string]any
-	for _, it := range list.Items {
+	for _, it := range items {
 		kind, _ := it["kind"].(string)
 		name, _ := dig(it, "metadata", "name").(string)
 		switch {
@@ -264,8 +276,16 @@ func findHostPath(v any) string {
 		}
 	case string:
 		for _, p := range hostPrefixes {
-			if strings.Contains(x, p) && !strings.Contains(x, "/var/run/secrets/") {
-				return x
+			for i := strings.Index(x, p); i >= 0; {
+				// A path starts there (not inside a moved one).
+				if (i == 0 || strings.IndexByte("=\"' :,[{", x[i-1]) >= 0) && !strings.HasPrefix(x[i:], "/var/run/secrets/") {
+					return x
+				}
+				next := strings.Index(x[i+1:], p)
+				if next < 0 {
+					break
+				}
+				i += 1 + next
 			}
 		}
 	}

@@ -89,16 +89,37 @@ func Start(t testing.TB, tools Tools, opts Options) *Cluster {
 	c.Network = runtime.NewNetwork(t)
 	cniDir := t.TempDir()
 	c.CNI = runtime.NewCNI(t, tools.Runtime, c.Network, cniDir, opts.Chain)
+	var err error
+	if c.record, err = newHostRecord(); err != nil {
+		t.Fatalf("cluster host record: %v", err)
+	}
+	// Undone last, after containerd's teardown (registered below) ran the
+	// pods' DELs.
+	t.Cleanup(func() {
+		if err := c.record.undo(tools.Iptables); err != nil {
+			t.Errorf("teardown: host changes of the cluster: %v", err)
+		}
+	})
+	// The CNI dirs in a shared mount, as on a node whose / is shared
+	// (systemd's default): a DaemonSet may mount them with
+	// HostToContainer propagation (leakguard's netns pins appear below its
+	// state dir), which runc refuses on a private mount.
+	if err := c.record.bindShared(cniDir); err != nil {
+		t.Fatal(err)
+	}
 	// StartContainerd first sweeps killed runs' instances (their kubelets
 	// and control planes die with them); only then are their host changes
 	// undone, with nothing left to redo them.
 	c.Containerd = runtime.StartContainerd(t, tools.Runtime, runtime.ContainerdOptions{CNI: c.CNI, NRI: opts.NRI})
-	sweepStale(t, tools.Iptables)
+	sweepStale(t, tools.Iptables, c.record)
+	if err := c.record.setInstance(c.Containerd.Dir); err != nil {
+		t.Fatal(err)
+	}
 	c.Dir = filepath.Join(c.Containerd.Dir, "kube")
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	err := os.MkdirAll(c.path("images"), 0o700)
+	err = os.MkdirAll(c.path("images"), 0o700)
 	if err == nil {
 		c.Images, err = runtime.BuildTestImages(c.path("images"), tools.Runtime)
 	}
@@ -106,10 +127,6 @@ func Start(t testing.TB, tools Tools, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	c.Containerd.ImportImages(t, c.Images.Pause, c.Images.Busybox)
-
-	if c.record, err = newHostRecord(c.Containerd.Dir); err != nil {
-		t.Fatalf("cluster host record: %v", err)
-	}
 	t.Cleanup(func() { c.teardown(t) })
 	if err := c.start(); err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ type hostRecord struct {
 	PID   int    `json:"pid"`
 	Start uint64 `json:"start"`
 	// Instance is the containerd instance dir the cluster lives in: log
-	// links pointing below it are the cluster's.
+	// links pointing below it are the cluster's ("" until it exists).
 	Instance string `json:"instance"`
 	// DNAT is the iptables rule (nat table, after -A/-D) when added.
 	DNAT []string `json:"dnat,omitempty"`
@@ -57,6 +57,9 @@ type hostRecord struct {
 	CreatedDirs []string `json:"createdDirs,omitempty"`
 	// DeviceFiles are devicePluginFiles that did not exist before.
 	DeviceFiles []string `json:"deviceFiles,omitempty"`
+	// Mounts are shared bind mounts of a dir onto itself, outside the
+	// instance dir (whose mounts test/runtime undoes).
+	Mounts []string `json:"mounts,omitempty"`
 
 	path string
 }
@@ -94,14 +97,24 @@ func lockHost(t testing.TB) {
 }
 
 // newHostRecord writes an empty record owned by this process.
-func newHostRecord(instance string) (*hostRecord, error) {
+func newHostRecord() (*hostRecord, error) {
 	start, err := procStartTime(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
-	r := &hostRecord{PID: os.Getpid(), Start: start, Instance: instance,
-		path: recordPrefix + filepath.Base(instance) + ".json"}
+	f, err := os.CreateTemp(filepath.Dir(recordPrefix), filepath.Base(recordPrefix)+"*.json")
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	r := &hostRecord{PID: os.Getpid(), Start: start, path: f.Name()}
 	return r, r.save()
+}
+
+// setInstance records the containerd instance dir the cluster lives in.
+func (r *hostRecord) setInstance(dir string) error {
+	r.Instance = dir
+	return r.save()
 }
 
 func (r *hostRecord) save() error {
@@ -142,6 +155,21 @@ func (r *hostRecord) noteKubeletPaths() error {
 	return r.save()
 }
 
+// bindShared bind-mounts dir onto itself and makes the mount shared.
+func (r *hostRecord) bindShared(dir string) error {
+	r.Mounts = append(r.Mounts, dir)
+	if err := r.save(); err != nil {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make %s shared: %w", dir, err)
+	}
+	return nil
+}
+
 // addDNAT adds the rule sending the kubernetes service IP to the apiserver
 // (there is no kube-proxy): hostNetwork pods reach the API through it.
 func (r *hostRecord) addDNAT(iptables, serviceIP string, port int) error {
@@ -175,8 +203,17 @@ func (r *hostRecord) undo(iptables string) error {
 			}
 		}
 	}
-	if err := removeLogLinks(r.Instance); err != nil {
-		errs = append(errs, err)
+	for _, m := range slices.Backward(r.Mounts) {
+		// Detached with what is mounted below (netns pins): lazily, as
+		// test/runtime's teardown does.
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	if r.Instance != "" {
+		if err := removeLogLinks(r.Instance); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, f := range r.DeviceFiles {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -229,9 +266,12 @@ func removeLogLinks(dir string) error {
 // cleaning up (a test binary killed by its timeout runs no t.Cleanup); their
 // instance dirs, processes, mounts and cgroups are test/runtime's sweep.
 // Called with the cluster lock held.
-func sweepStale(t testing.TB, iptables string) {
+func sweepStale(t testing.TB, iptables string, own *hostRecord) {
 	matches, _ := filepath.Glob(recordPrefix + "*.json")
 	for _, p := range matches {
+		if p == own.path {
+			continue
+		}
 		raw, err := os.ReadFile(p)
 		if err != nil {
 			continue

@@ -18,15 +18,20 @@ func (c *Cluster) Kubectl(args ...string) (string, error) {
 	return c.KubectlStdin("", args...)
 }
 
-// KubectlStdin is Kubectl with stdin (say, `apply -f -`).
-func (c *Cluster) KubectlStdin(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(c.Tools.Kubectl, args...)
-	cmd.Env = []string{
+// KubectlEnv is the environment Kubectl runs kubectl with.
+func (c *Cluster) KubectlEnv() []string {
+	return []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + c.path("home"),
 		"KUBECONFIG=" + c.Kubeconfig,
 		"KUBECACHEDIR=" + c.path("kubectl-cache"),
 	}
+}
+
+// KubectlStdin is Kubectl with stdin (say, `apply -f -`).
+func (c *Cluster) KubectlStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(c.Tools.Kubectl, args...)
+	cmd.Env = c.KubectlEnv()
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -7,9 +7,9 @@ import (
 )
 
 // teardown stops kubelet (so that nothing restarts pods), then the control
-// plane in reverse start order, and undoes the host changes. containerd's
-// own teardown (registered before) then removes the pods through CRI (CNI
-// DEL runs) and the instance dir.
+// plane in reverse start order. containerd's own teardown (registered
+// before) then removes the pods through CRI (CNI DEL runs) and the instance
+// dir; the host changes are undone last.
 func (c *Cluster) teardown(t testing.TB) {
 	if t.Failed() {
 		for _, d := range c.daemons {
@@ -27,11 +27,6 @@ func (c *Cluster) teardown(t testing.TB) {
 		}
 		if err := d.stop(20 * time.Second); err != nil {
 			t.Errorf("teardown: %v", err)
-		}
-	}
-	if c.record != nil {
-		if err := c.record.undo(c.Tools.Iptables); err != nil {
-			t.Errorf("teardown: host changes of the cluster: %v", err)
 		}
 	}
 }
