@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/leakguard/leakguard/test/cnitest"
+	"github.com/leakguard/leakguard/test/runtime/cnicall"
 )
 
 // killRounds is issue 10's count.
@@ -108,6 +109,17 @@ func testKillInstaller(t *testing.T, e *env) {
 	}
 	if entry, err := e.hasEntry(); err != nil || entry || e.hasBinary() {
 		t.Errorf("after uninstall: entry %t (%v), binary %t", entry, err, e.hasBinary())
+	}
+	// Nothing a killed copy left in the bin dir (temp binaries are swept by
+	// the next installer).
+	entries, err := os.ReadDir(e.c.CNI.BinDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ent := range entries {
+		if !slices.Contains([]string{"bridge", "host-local", "loopback", cnicall.SpyDir}, ent.Name()) {
+			t.Errorf("left in the CNI bin dir: %s", ent.Name())
+		}
 	}
 }
 

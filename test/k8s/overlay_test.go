@@ -317,7 +317,8 @@ func setArgs(t testing.TB, spec map[string]any, container string, args map[strin
 				}
 				out = append(out, cur[i])
 			}
-			cur = append(out, flag+"="+value)
+			out = append(out, flag+"="+value)
+			cur = out
 		}
 		ctr["args"] = cur
 		return

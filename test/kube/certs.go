@@ -120,22 +120,21 @@ func (p *pki) issue(s certSpec) (keyPair, error) {
 }
 
 // serviceAccountKey writes the key pair that signs service-account tokens
-// (private key for the apiserver and controller-manager, public for
+// (sa.key for the apiserver and controller-manager, sa.pub for
 // verification).
-func (p *pki) serviceAccountKey() (priv, pub string, err error) {
+func (p *pki) serviceAccountKey() error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", err
+		return err
 	}
-	priv, pub = filepath.Join(p.dir, "sa.key"), filepath.Join(p.dir, "sa.pub")
-	if err := p.writeKey(priv, key); err != nil {
-		return "", "", err
+	if err := p.writeKey(filepath.Join(p.dir, "sa.key"), key); err != nil {
+		return err
 	}
 	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
-		return "", "", err
+		return err
 	}
-	return priv, pub, writePEM(pub, "PUBLIC KEY", der)
+	return writePEM(filepath.Join(p.dir, "sa.pub"), "PUBLIC KEY", der)
 }
 
 func (p *pki) writeKey(path string, key *ecdsa.PrivateKey) error {

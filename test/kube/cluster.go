@@ -318,7 +318,7 @@ func (c *Cluster) writePKI() error {
 	if c.pki, err = newPKI(c.path("pki")); err != nil {
 		return err
 	}
-	if _, _, err := c.pki.serviceAccountKey(); err != nil {
+	if err := c.pki.serviceAccountKey(); err != nil {
 		return err
 	}
 	loopback := []net.IP{net.ParseIP("127.0.0.1")}

@@ -172,14 +172,14 @@ func (c *Cluster) makeCgroupRoot() error {
 // FreezeKubelet stops kubelet (SIGSTOP) until the returned func is called
 // (or the test ends): nothing reacts to a pod's death meanwhile, as on a
 // node whose kubelet hangs.
-func (c *Cluster) FreezeKubelet(t testing.TB) (thaw func()) {
+func (c *Cluster) FreezeKubelet(t testing.TB) func() {
 	t.Helper()
 	pid := c.kubelet.cmd.Process.Pid
 	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 		t.Fatalf("freeze kubelet: %v", err)
 	}
 	var once sync.Once
-	thaw = func() {
+	thaw := func() {
 		once.Do(func() {
 			if err := unix.Kill(pid, unix.SIGCONT); err != nil {
 				t.Errorf("thaw kubelet: %v", err)
