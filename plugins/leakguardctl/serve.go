@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -126,6 +127,16 @@ func serve(args []string, _, stderr io.Writer) error {
 	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signalContext()
 	defer stop()
+	// Follows the DaemonSet from now on, while the service account works
+	// (delete -k removes it before the SIGTERM: see ondelete.Watcher).
+	var watcher *ondelete.Watcher
+	stopWatcher := func() {}
+	if onDelete {
+		if cfg, err := ondelete.ConfigFromEnv(os.Getenv, saDir); err == nil {
+			wctx, cancel := context.WithCancel(context.Background())
+			watcher, stopWatcher = ondelete.StartWatcher(wctx, cfg, log.With("component", "uninstall-on-delete")), cancel
+		}
+	}
 	errc := make(chan error, 3)
 	watched := make(chan struct{})
 	go func() { errc <- srv.Serve(ln) }()
@@ -149,8 +160,12 @@ func serve(args []string, _, stderr io.Writer) error {
 	if onDelete {
 		ondelete.Stop(context.Background(), ondelete.Options{
 			Installer: in, ServiceAccountDir: saDir, NRIState: nriState, Timeout: stopWithin,
-			Log: log.With("component", "uninstall-on-delete"),
+			Log: log.With("component", "uninstall-on-delete"), Watcher: watcher,
 		})
+	}
+	if watcher != nil {
+		stopWatcher()
+		<-watcher.Done()
 	}
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

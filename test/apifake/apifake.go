@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -68,7 +69,28 @@ type Server struct {
 	// Hits counts requests; BadAuth those without the token.
 	Hits    atomic.Int64
 	BadAuth atomic.Int64
-	stop    chan struct{}
+	// RejectToken makes every new request fail 401, as when the service
+	// account was deleted; open watches go on (the API server does not
+	// authorize them again).
+	RejectToken bool
+	// Watches counts the DaemonSet watches opened.
+	Watches  atomic.Int64
+	watchers []chan []byte
+	stop     chan struct{}
+}
+
+// SendWatch sends an event about the DaemonSet (ADDED, MODIFIED, DELETED)
+// to every open watch.
+func (f *Server) SendWatch(typ string, ds appsv1.DaemonSet) {
+	raw, err := json.Marshal(map[string]any{"type": typ, "object": ds})
+	if err != nil {
+		panic(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.watchers {
+		c <- raw
+	}
 }
 
 // New starts the server and writes a service account dir (token and
@@ -140,7 +162,10 @@ func (f *Server) Config(t *testing.T) ondelete.Config {
 // ServeHTTP answers as told.
 func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.Hits.Add(1)
-	if r.Header.Get("Authorization") != "Bearer "+Token {
+	f.mu.Lock()
+	reject := f.RejectToken
+	f.mu.Unlock()
+	if reject || r.Header.Get("Authorization") != "Bearer "+Token {
 		f.BadAuth.Add(1)
 		status(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized", nil)
 		return
@@ -152,6 +177,9 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ans Answer
 	var details *metav1.StatusDetails
 	switch r.URL.Path {
+	case "/apis/apps/v1/namespaces/" + Namespace + "/daemonsets":
+		f.watch(w, r, ds)
+		return
 	case "/api/v1/namespaces/" + Namespace + "/pods/" + PodName:
 		obj, ans, details = pod, podAns, &metav1.StatusDetails{Name: PodName, Kind: "pods"}
 	case "/apis/apps/v1/namespaces/" + Namespace + "/daemonsets/" + DaemonSetName:
@@ -188,6 +216,41 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case Malformed:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"kind":"DaemonSet","apiVersion":"apps/v1","metadata":{"name":`))
+	}
+}
+
+// watch serves a watch of the DaemonSet by name: its ADDED event, then
+// what SendWatch sends, until the client or the server goes.
+func (f *Server) watch(w http.ResponseWriter, r *http.Request, ds appsv1.DaemonSet) {
+	q := r.URL.Query()
+	if q.Get("watch") != "true" || q.Get("fieldSelector") != "metadata.name="+DaemonSetName {
+		status(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "only a watch of "+DaemonSetName+" by name", nil)
+		return
+	}
+	events := make(chan []byte, 16)
+	f.mu.Lock()
+	f.watchers = append(f.watchers, events)
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.watchers = slices.DeleteFunc(f.watchers, func(c chan []byte) bool { return c == events })
+	}()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "ADDED", "object": ds})
+	w.(http.Flusher).Flush()
+	f.Watches.Add(1)
+	for {
+		select {
+		case ev := <-events:
+			_, _ = w.Write(append(ev, '\n'))
+			w.(http.Flusher).Flush()
+		case <-r.Context().Done():
+			return
+		case <-f.stop:
+			return
+		}
 	}
 }
 

@@ -35,6 +35,9 @@ type ChainOptions struct {
 	// It is fixed by NewCNI: WriteConf refuses to switch it, since the file
 	// name's extension follows it.
 	Wrap bool
+	// NoLeakguardBinary leaves leakguard out of the bin dir (NewCNI only):
+	// an installer under test must put it there.
+	NoLeakguardBinary bool
 }
 
 // CNI is a private CNI setup: a bin dir, a conf dir with one conflist, and
@@ -84,6 +87,9 @@ func NewCNI(t testing.TB, tools Tools, net *Network, dir string, opts ChainOptio
 		}
 	}
 	for _, name := range spiedPlugins {
+		if name == "leakguard" && opts.NoLeakguardBinary {
+			continue
+		}
 		target := tools.ReferencePlugin(name)
 		if name == "leakguard" {
 			target = tools.Leakguard()

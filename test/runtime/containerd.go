@@ -42,12 +42,18 @@ type Containerd struct {
 	opts  ContainerdOptions
 	d     *daemon
 
+	// Dir is the instance dir: whatever a test puts below it (say, a
+	// kubelet's root dir) is torn down with the instance, even after a
+	// killed run (processes naming it are killed, mounts under it undone).
+	Dir        string
 	Address    string // containerd's gRPC socket (CRI is served there too)
 	ConfigFile string
 	LogFile    string
 	Root       string
 	State      string
-	// NRISocket is where external NRI plugins connect; NRIPluginDir is
+	// NRISocket is where external NRI plugins connect (nri.sock alone in
+	// its dir, as /var/run/nri/nri.sock: a DaemonSet can mount the dir);
+	// NRIPluginDir is
 	// containerd's plugin_path (pre-installed plugins NN-name, started by
 	// containerd), NRIConfigDir its plugin_config_path.
 	NRISocket    string
@@ -77,18 +83,19 @@ func StartContainerd(t testing.TB, tools Tools, opts ContainerdOptions) *Contain
 		tools:        tools,
 		in:           in,
 		opts:         opts,
+		Dir:          in.dir,
 		Address:      in.path("containerd.sock"),
 		ConfigFile:   in.path("config.toml"),
 		LogFile:      in.path("containerd.log"),
 		Root:         in.path("root"),
 		State:        in.path("state"),
-		NRISocket:    in.path("nri.sock"),
+		NRISocket:    in.path("nri", "run", "nri.sock"),
 		NRIPluginDir: in.path("nri", "plugins"),
 		NRIConfigDir: in.path("nri", "conf"),
 		CgroupParent: in.cgroupParent,
 	}
 	t.Cleanup(func() { c.teardown(t) })
-	for _, d := range []string{c.Root, c.State, c.NRIPluginDir, c.NRIConfigDir, in.path("s"), in.path("opt"), in.path("tmp"), in.path("runc")} {
+	for _, d := range []string{c.Root, c.State, filepath.Dir(c.NRISocket), c.NRIPluginDir, c.NRIConfigDir, in.path("s"), in.path("opt"), in.path("tmp"), in.path("runc")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}

@@ -90,6 +90,8 @@ type Verdict struct {
 	DaemonSet string
 	// Reason says why, in words.
 	Reason string
+	// unanswered: kept because the API server gave no answer.
+	unanswered bool
 }
 
 // Decide asks the API server, within timeout (DefaultAPITimeout when 0),
@@ -104,21 +106,16 @@ func Decide(ctx context.Context, c Config, timeout time.Duration) Verdict {
 	defer cancel()
 	client, err := newClient(c, timeout)
 	if err != nil {
-		return keep("", "cannot set up the API client: %v", err)
+		return unanswered("", "cannot set up the API client: %v", err)
 	}
 	defer client.Client.CloseIdleConnections()
 
 	var pod corev1.Pod
 	err = client.Get().Namespace(c.Namespace).Resource("pods").Name(c.Pod).Do(ctx).Into(&pod)
 	if err != nil {
-		return keep("", "cannot read pod %s/%s: %s", c.Namespace, c.Pod, why(ctx, err))
+		return unanswered("", "cannot read pod %s/%s: %s", c.Namespace, c.Pod, why(ctx, err))
 	}
-	var owner *metav1.OwnerReference
-	for i, r := range pod.OwnerReferences {
-		if r.Kind == "DaemonSet" && r.APIVersion == "apps/v1" && (owner == nil || (r.Controller != nil && *r.Controller)) {
-			owner = &pod.OwnerReferences[i]
-		}
-	}
+	owner := daemonSetOwner(&pod)
 	if owner == nil {
 		return keep("", "pod %s/%s is not owned by a DaemonSet", c.Namespace, c.Pod)
 	}
@@ -129,7 +126,7 @@ func Decide(ctx context.Context, c Config, timeout time.Duration) Verdict {
 	case daemonSetGone(err, owner.Name):
 		return Verdict{Uninstall: true, DaemonSet: name, Reason: "the DaemonSet is gone"}
 	case err != nil:
-		return keep(name, "cannot read DaemonSet %s: %s", name, why(ctx, err))
+		return unanswered(name, "cannot read DaemonSet %s: %s", name, why(ctx, err))
 	case ds.UID != owner.UID:
 		// Deleted and created again under the same name (delete -k then
 		// apply -k): leakguard is still wanted, and the new pod installs it.
@@ -167,6 +164,26 @@ func daemonSetGone(err error, name string) bool {
 
 func keep(ds, format string, args ...any) Verdict {
 	return Verdict{DaemonSet: ds, Reason: fmt.Sprintf(format, args...)}
+}
+
+// unanswered is keep when the API server gave no answer (unreachable, or
+// the agent's identity or rights are gone): a Watcher may know better.
+func unanswered(ds, format string, args ...any) Verdict {
+	v := keep(ds, format, args...)
+	v.unanswered = true
+	return v
+}
+
+// daemonSetOwner is the pod's owning DaemonSet (the controller reference
+// when several), nil if none.
+func daemonSetOwner(pod *corev1.Pod) *metav1.OwnerReference {
+	var owner *metav1.OwnerReference
+	for i, r := range pod.OwnerReferences {
+		if r.Kind == "DaemonSet" && r.APIVersion == "apps/v1" && (owner == nil || (r.Controller != nil && *r.Controller)) {
+			owner = &pod.OwnerReferences[i]
+		}
+	}
+	return owner
 }
 
 // why words an API error for the log.

@@ -34,7 +34,15 @@ type Options struct {
 	Settle time.Duration
 	// Log receives the decision and what was removed or kept.
 	Log *slog.Logger
+	// Watcher, when set, has followed the DaemonSet since the agent
+	// started: when the API server no longer answers (delete -k removed
+	// the service account and its rights), the deletion it saw decides.
+	Watcher *Watcher
 }
+
+// watcherWait bounds the wait for the Watcher to read a deletion event
+// that may come just after the SIGTERM.
+const watcherWait = 2 * time.Second
 
 // Result is what Stop decided and did.
 type Result struct {
@@ -79,6 +87,11 @@ func Stop(ctx context.Context, o Options) Result {
 		res.Verdict = keep("", "cannot ask the API server: %v", err)
 	} else {
 		res.Verdict = Decide(ctx, cfg, o.APITimeout)
+	}
+	if v := res.Verdict; !v.Uninstall && v.unanswered && o.Watcher != nil {
+		if ds, reason, ok := o.Watcher.Deleted(watcherWait); ok {
+			res.Verdict = Verdict{Uninstall: true, DaemonSet: ds, Reason: reason + " (now the API server: " + v.Reason + ")"}
+		}
 	}
 	if !res.Verdict.Uninstall {
 		log.Info("stopping; leakguard stays installed", "daemonset", res.Verdict.DaemonSet, "reason", res.Verdict.Reason)
