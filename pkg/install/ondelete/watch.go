@@ -30,6 +30,10 @@ type Watcher struct {
 	// gone says why the DaemonSet is known deleted or being deleted ("":
 	// not seen).
 	gone string
+	// replacedBy is the uid of a DaemonSet of the same name seen alive
+	// after the owner (delete -k then apply -k): leakguard is still wanted
+	// ("": none, or it went too).
+	replacedBy string
 	// seen is closed once gone is set.
 	seen chan struct{}
 }
@@ -50,7 +54,9 @@ func (w *Watcher) Done() <-chan struct{} { return w.done }
 
 // Deleted reports whether the watch saw the DaemonSet deleted or given a
 // deletionTimestamp, waiting up to wait for it (the SIGTERM may come before
-// the event is read): the DaemonSet's namespace/name, why, and whether.
+// the event is read): the DaemonSet's namespace/name, why, and whether. A
+// DaemonSet of the same name seen alive since (another uid) is a
+// replacement, as Decide judges it: not deleted.
 func (w *Watcher) Deleted(wait time.Duration) (string, string, bool) {
 	select {
 	case <-w.seen:
@@ -58,7 +64,7 @@ func (w *Watcher) Deleted(wait time.Duration) (string, string, bool) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.owner, w.gone, w.gone != ""
+	return w.owner, w.gone, w.gone != "" && w.replacedBy == ""
 }
 
 const (
@@ -150,8 +156,9 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 		if ev.Type == "ERROR" {
 			return fmt.Errorf("watch DaemonSet %s: the API server ended it with an error event", owner)
 		}
-		if ev.Object.Metadata.UID != uid {
-			continue // another DaemonSet of that name
+		if other := ev.Object.Metadata.UID; other != uid {
+			w.sawOther(ev.Type, other, ev.Object.Metadata.DeletionTimestamp != nil)
+			continue
 		}
 		switch {
 		case ev.Type == "DELETED":
@@ -159,6 +166,26 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 		case ev.Object.Metadata.DeletionTimestamp != nil:
 			w.setGone("the DaemonSet was seen on the watch being deleted since " + *ev.Object.Metadata.DeletionTimestamp)
 		}
+	}
+}
+
+// sawOther follows a DaemonSet of the owner's name with another uid: alive,
+// it replaces the owner (once the owner is gone); deleted, it no longer
+// does. Bookmarks and objects without a uid say nothing.
+func (w *Watcher) sawOther(typ, uid string, deleting bool) {
+	if uid == "" || (typ != "ADDED" && typ != "MODIFIED" && typ != "DELETED") {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case typ != "DELETED" && !deleting:
+		if w.replacedBy != uid {
+			w.log.Info("a DaemonSet of the same name exists: leakguard stays wanted", "daemonset", w.owner, "uid", uid)
+		}
+		w.replacedBy = uid
+	case w.replacedBy == uid:
+		w.replacedBy = ""
 	}
 }
 
