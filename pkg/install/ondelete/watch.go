@@ -3,9 +3,11 @@ package ondelete
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -36,6 +38,9 @@ type Watcher struct {
 	replacedBy string
 	// seen is closed once gone is set.
 	seen chan struct{}
+
+	// rv is the last resourceVersion the watch delivered (run's only).
+	rv string
 }
 
 // StartWatcher watches the DaemonSet owning c's pod until ctx ends,
@@ -83,8 +88,14 @@ func (w *Watcher) run(ctx context.Context, c Config) {
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > watchPauseLast {
+		// Between two watches `delete -k` may remove the token and the
+		// DaemonSet unseen: a watch that lasted (to the server's timeout)
+		// or whose version expired is opened again at once; one that
+		// failed quickly waits, longer each time.
+		if time.Since(start) > watchPauseLast || errors.Is(err, errWatchExpired) {
 			backoff = watchPauseFirst
+			w.log.Debug("DaemonSet watch ended; again at once", "err", err)
+			continue
 		}
 		w.log.Debug("DaemonSet watch ended; again after a pause", "err", err, "pause", backoff.String())
 		select {
@@ -96,6 +107,10 @@ func (w *Watcher) run(ctx context.Context, c Config) {
 	}
 }
 
+// errWatchExpired: the API server no longer has the resourceVersion the
+// watch started from (410 Gone); the next starts from the present.
+var errWatchExpired = errors.New("the watch's resourceVersion expired")
+
 // watchEvent is one event of the watch stream, decoded only as far as the
 // object's identity and deletion.
 type watchEvent struct {
@@ -103,8 +118,11 @@ type watchEvent struct {
 	Object struct {
 		Metadata struct {
 			UID               string  `json:"uid"`
+			ResourceVersion   string  `json:"resourceVersion"`
 			DeletionTimestamp *string `json:"deletionTimestamp"`
 		} `json:"metadata"`
+		// Code is an ERROR event's (a Status).
+		Code int `json:"code"`
 	} `json:"object"`
 }
 
@@ -140,9 +158,16 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 	}
 	defer client.Client.CloseIdleConnections()
 	name := owner[len(c.Namespace)+1:]
-	stream, err := client.Get().AbsPath("/apis/apps/v1").Namespace(c.Namespace).Resource("daemonsets").
+	req := client.Get().AbsPath("/apis/apps/v1").Namespace(c.Namespace).Resource("daemonsets").
 		Param("fieldSelector", "metadata.name="+name).Param("watch", "true").
-		Param("timeoutSeconds", fmt.Sprint(int(watchTimeout.Seconds()))).Stream(ctx)
+		Param("allowWatchBookmarks", "true").
+		Param("timeoutSeconds", fmt.Sprint(int(watchTimeout.Seconds())))
+	if w.rv != "" {
+		// From where the last watch was: what happened in between is
+		// replayed (a watch from nothing only lists what exists).
+		req = req.Param("resourceVersion", w.rv)
+	}
+	stream, err := req.Stream(ctx)
 	if err != nil {
 		return fmt.Errorf("watch DaemonSet %s: %w", owner, err)
 	}
@@ -154,7 +179,14 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 			return fmt.Errorf("watch DaemonSet %s: %w", owner, err)
 		}
 		if ev.Type == "ERROR" {
-			return fmt.Errorf("watch DaemonSet %s: the API server ended it with an error event", owner)
+			if ev.Object.Code == http.StatusGone && w.rv != "" {
+				w.rv = ""
+				return fmt.Errorf("watch DaemonSet %s: %w", owner, errWatchExpired)
+			}
+			return fmt.Errorf("watch DaemonSet %s: the API server ended it with an error event (code %d)", owner, ev.Object.Code)
+		}
+		if v := ev.Object.Metadata.ResourceVersion; v != "" {
+			w.rv = v // bookmarks too: they keep it recent
 		}
 		if other := ev.Object.Metadata.UID; other != uid {
 			w.sawOther(ev.Type, other, ev.Object.Metadata.DeletionTimestamp != nil)
