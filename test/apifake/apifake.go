@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,20 +75,54 @@ type Server struct {
 	// authorize them again).
 	RejectToken bool
 	// Watches counts the DaemonSet watches opened.
-	Watches  atomic.Int64
-	watchers []chan []byte
-	stop     chan struct{}
+	Watches atomic.Int64
+	// WatchRVs are the resourceVersion parameters of the watches opened
+	// ("" when none).
+	WatchRVs []string
+	// DSGone: a new watch without a resourceVersion starts with no ADDED
+	// event (the DaemonSet does not exist).
+	DSGone bool
+	// Compacted: a watch from a resourceVersion before it ends at once
+	// with an ERROR event 410 Gone, as the API server's does when that
+	// version is no longer in its watch cache.
+	Compacted int
+	watchers  []chan []byte
+	endWatch  chan struct{}
+	// rv is the last resourceVersion given; history the events sent, for
+	// a watch from a resourceVersion.
+	rv      int
+	history []rvEvent
+	stop    chan struct{}
+}
+
+type rvEvent struct {
+	rv  int
+	raw []byte
+}
+
+// EndWatches ends every open watch, as the API server does at the watch's
+// timeoutSeconds or when it restarts.
+func (f *Server) EndWatches() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.endWatch)
+	f.endWatch = make(chan struct{})
 }
 
 // SendWatch sends an event about the DaemonSet (ADDED, MODIFIED, DELETED)
 // to every open watch.
+// Each event gets the next resourceVersion, and is kept for watches that
+// start from an earlier one.
 func (f *Server) SendWatch(typ string, ds appsv1.DaemonSet) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rv++
+	ds.ResourceVersion = strconv.Itoa(f.rv)
 	raw, err := json.Marshal(map[string]any{"type": typ, "object": ds})
 	if err != nil {
 		panic(err)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.history = append(f.history, rvEvent{f.rv, raw})
 	for _, c := range f.watchers {
 		c <- raw
 	}
@@ -97,7 +132,7 @@ func (f *Server) SendWatch(typ string, ds appsv1.DaemonSet) {
 // the server's CA) under a temp dir: nothing reads /var/run/secrets.
 func New(t *testing.T) *Server {
 	t.Helper()
-	f := &Server{stop: make(chan struct{})}
+	f := &Server{stop: make(chan struct{}), endWatch: make(chan struct{}), rv: 100}
 	yes := true
 	f.Pod = corev1.Pod{
 		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
@@ -228,7 +263,22 @@ func (f *Server) watch(w http.ResponseWriter, r *http.Request, ds appsv1.DaemonS
 		return
 	}
 	events := make(chan []byte, 16)
+	from := q.Get("resourceVersion")
 	f.mu.Lock()
+	f.WatchRVs = append(f.WatchRVs, from)
+	end, gone := f.endWatch, f.DSGone
+	var replay [][]byte
+	expired := false
+	if from != "" {
+		n, err := strconv.Atoi(from)
+		expired = err != nil || n < f.Compacted
+		for _, ev := range f.history {
+			if ev.rv > n {
+				replay = append(replay, ev.raw)
+			}
+		}
+	}
+	ds.ResourceVersion = strconv.Itoa(f.rv)
 	f.watchers = append(f.watchers, events)
 	f.mu.Unlock()
 	defer func() {
@@ -238,7 +288,23 @@ func (f *Server) watch(w http.ResponseWriter, r *http.Request, ds appsv1.DaemonS
 	}()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "ADDED", "object": ds})
+	enc := json.NewEncoder(w)
+	switch {
+	case expired:
+		_ = enc.Encode(map[string]any{"type": "ERROR", "object": metav1.Status{
+			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure,
+			Message: "too old resource version: " + from, Reason: metav1.StatusReasonExpired, Code: http.StatusGone,
+		}})
+		w.(http.Flusher).Flush()
+		f.Watches.Add(1)
+		return
+	case from != "":
+		for _, raw := range replay {
+			_, _ = w.Write(append(raw, '\n'))
+		}
+	case !gone:
+		_ = enc.Encode(map[string]any{"type": "ADDED", "object": ds})
+	}
 	w.(http.Flusher).Flush()
 	f.Watches.Add(1)
 	for {
@@ -247,6 +313,8 @@ func (f *Server) watch(w http.ResponseWriter, r *http.Request, ds appsv1.DaemonS
 			_, _ = w.Write(append(ev, '\n'))
 			w.(http.Flusher).Flush()
 		case <-r.Context().Done():
+			return
+		case <-end:
 			return
 		case <-f.stop:
 			return

@@ -94,6 +94,11 @@ func testKillInstaller(t *testing.T, e *env) {
 		}
 	}
 	t.Logf("%d rounds: leakguard was in the chain after %d kills, absent (killed before re-inserting) after %d", killRounds, inserted, killRounds-inserted)
+	if inserted == 0 {
+		// No kill came after a write of the installer: the rounds proved
+		// nothing about a kill during one.
+		t.Errorf("the installer inserted leakguard in none of the %d rounds", killRounds)
+	}
 
 	// One installer to the end: the node's chain then works for a pod.
 	if out, err := exec.Command(ctl, append([]string{"install"}, args...)...).CombinedOutput(); err != nil {

@@ -280,7 +280,13 @@ func testUninstall(t *testing.T, e *env) {
 	}
 	for _, p := range []testPod{before, after} {
 		e.deletePod(t, p)
-		for _, k := range e.c.CNI.CallsFor(t, "bridge", "DEL", p.Sandbox.ID) {
+		// DEL runs the chain backwards: a leakguard that fails stops it
+		// before bridge, so no bridge DEL at all is a failed one too.
+		calls := e.c.CNI.CallsFor(t, "bridge", "DEL", p.Sandbox.ID)
+		if len(calls) == 0 {
+			t.Errorf("pod %s: no bridge DEL ran", p.Name)
+		}
+		for _, k := range calls {
 			if k.ExitCode != 0 {
 				t.Errorf("pod %s: bridge DEL failed: %s", p.Name, k)
 			}

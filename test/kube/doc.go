@@ -25,7 +25,8 @@
 // mounts, cgroups and files. What kubelet writes on the host regardless of
 // its flags (/var/lib/kubelet/device-plugins, /var/log/containers links)
 // and the DNAT rule are recorded in /tmp/lgk8s-*.json before they happen and
-// undone at teardown, or by the next cluster after a killed run. One cluster
+// undone at teardown, or by the next cluster after a killed run (only a
+// record root wrote, naming only such changes: /tmp is everyone's). One cluster
 // at a time per machine (a lock): those host paths and the service IP are
 // shared.
 package kube

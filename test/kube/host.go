@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,16 +118,113 @@ func (r *hostRecord) setInstance(dir string) error {
 	return r.save()
 }
 
+// save replaces the record atomically, through a temp file of its own
+// (O_EXCL, random name): a fixed name in /tmp could be planted, as a
+// symlink to a file of the machine's or as another user's file.
 func (r *hostRecord) save() error {
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	tmp := r.path + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(r.path), filepath.Base(r.path)+".tmp*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, r.path)
+	_, err = f.Write(raw)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), r.path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// maxRecordSize bounds a record read by the sweep (a few hundred bytes).
+const maxRecordSize = 64 << 10
+
+// readRecord reads a record another run of this harness wrote: a regular
+// file (not followed if a symlink), of one link, owned by this user and
+// writable by no one else. /tmp is everyone's: anything else is not ours.
+func readRecord(p string) (*hostRecord, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, errors.New("not a regular file")
+	case int(st.Uid) != os.Geteuid():
+		return nil, fmt.Errorf("owned by uid %d, not by this user", st.Uid)
+	case st.Mode&0o022 != 0:
+		return nil, fmt.Errorf("writable by others (mode %o)", st.Mode&0o7777)
+	case st.Nlink != 1:
+		return nil, fmt.Errorf("%d hard links", st.Nlink)
+	case st.Size > maxRecordSize:
+		return nil, fmt.Errorf("%d bytes", st.Size)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
+	if err != nil {
+		return nil, err
+	}
+	r := &hostRecord{path: p}
+	if err := json.Unmarshal(raw, r); err != nil {
+		return nil, err
+	}
+	return r, r.check()
+}
+
+// check refuses a record naming anything a cluster does not change: its
+// undo removes, unmounts and deletes what the record names, as root.
+func (r *hostRecord) check() error {
+	if r.Instance != "" && !isInstanceDir(r.Instance) {
+		return fmt.Errorf("instance %q is no test/runtime instance dir", r.Instance)
+	}
+	for _, f := range r.DeviceFiles {
+		if !slices.ContainsFunc(devicePluginFiles, func(n string) bool { return f == filepath.Join(devicePluginsDir, n) }) {
+			return fmt.Errorf("device file %q is not kubelet's", f)
+		}
+	}
+	for _, d := range r.CreatedDirs {
+		if !slices.Contains([]string{kubeletVarLib, devicePluginsDir, containerLogsDir}, d) {
+			return fmt.Errorf("created dir %q is not kubelet's", d)
+		}
+	}
+	tmp := filepath.Clean(os.TempDir()) + "/"
+	for _, m := range r.Mounts {
+		if m != filepath.Clean(m) || !strings.HasPrefix(m, tmp) {
+			return fmt.Errorf("mount %q is not below %s (the CNI dir is a test's temp dir)", m, tmp)
+		}
+	}
+	if r.DNAT != nil {
+		port := ""
+		if n := len(r.DNAT); n > 0 {
+			_, port, _ = strings.Cut(r.DNAT[n-1], "127.0.0.1:")
+		}
+		p, err := strconv.Atoi(port)
+		if r.Instance == "" || err != nil || !slices.Equal(r.DNAT, dnatRule(ServiceIP, r.Instance, p)) {
+			return fmt.Errorf("DNAT rule %q is not a cluster's", r.DNAT)
+		}
+	}
+	return nil
+}
+
+// isInstanceDir tells whether dir is named as test/runtime names its
+// instance dirs (/tmp/lgrt-<kind>-<random>).
+func isInstanceDir(dir string) bool {
+	return filepath.Dir(dir) == "/tmp" && strings.HasPrefix(filepath.Base(dir), "lgrt-") && dir == filepath.Clean(dir)
 }
 
 // noteKubeletPaths records which of kubelet's host paths do not exist yet:
@@ -173,13 +271,17 @@ func (r *hostRecord) bindShared(dir string) error {
 // addDNAT adds the rule sending the kubernetes service IP to the apiserver
 // (there is no kube-proxy): hostNetwork pods reach the API through it.
 func (r *hostRecord) addDNAT(iptables, serviceIP string, port int) error {
-	r.DNAT = []string{"OUTPUT", "-d", serviceIP + "/32", "-p", "tcp", "--dport", "443",
-		"-m", "comment", "--comment", "leakguard-test " + r.Instance,
-		"-j", "DNAT", "--to-destination", "127.0.0.1:" + strconv.Itoa(port)}
+	r.DNAT = dnatRule(serviceIP, r.Instance, port)
 	if err := r.save(); err != nil {
 		return err
 	}
 	return runIptables(iptables, "-A", r.DNAT)
+}
+
+func dnatRule(serviceIP, instance string, port int) []string {
+	return []string{"OUTPUT", "-d", serviceIP + "/32", "-p", "tcp", "--dport", "443",
+		"-m", "comment", "--comment", "leakguard-test " + instance,
+		"-j", "DNAT", "--to-destination", "127.0.0.1:" + strconv.Itoa(port)}
 }
 
 func runIptables(iptables, op string, rule []string) error {
@@ -267,18 +369,22 @@ func removeLogLinks(dir string) error {
 // instance dirs, processes, mounts and cgroups are test/runtime's sweep.
 // Called with the cluster lock held.
 func sweepStale(t testing.TB, iptables string, own *hostRecord) {
+	// Temp files of a save cut short by a kill (ours only).
+	tmps, _ := filepath.Glob(recordPrefix + "*.json.tmp*")
+	for _, p := range tmps {
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && int(st.Uid) == os.Geteuid() {
+			os.Remove(p)
+		}
+	}
 	matches, _ := filepath.Glob(recordPrefix + "*.json")
 	for _, p := range matches {
 		if p == own.path {
 			continue
 		}
-		raw, err := os.ReadFile(p)
+		r, err := readRecord(p)
 		if err != nil {
-			continue
-		}
-		r := &hostRecord{path: p}
-		if err := json.Unmarshal(raw, r); err != nil {
-			t.Logf("stale cluster record %s unreadable: %v", p, err)
+			t.Logf("cluster record %s ignored: %v", p, err)
 			continue
 		}
 		if now, err := procStartTime(r.PID); err == nil && now == r.Start {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
+	"github.com/containerd/ttrpc"
 )
 
 const (
@@ -144,6 +145,8 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 		stub.WithLogger(stubLogger{&p.logs}),
 		stub.WithOnClose(func() { once.Do(func() { close(closed) }) }),
 	}
+	sp := &sessionPlugin{Plugin: p}
+	opts = append(opts, stub.WithTTRPCOptions(nil, []ttrpc.ServerOpt{ttrpc.WithUnaryServerInterceptor(sp.intercept)}))
 	var dialed dialedConn
 	if !p.opts.Preinstalled {
 		// A pre-installed plugin gets its index and name from the runtime
@@ -151,7 +154,6 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 		opts = append(opts, stub.WithSocketPath(p.opts.Socket), stub.WithPluginName(p.opts.Name),
 			stub.WithPluginIdx(p.opts.Idx), stub.WithDialer(dialed.dial))
 	}
-	sp := &sessionPlugin{Plugin: p}
 	s, err := stub.New(sp, opts...)
 	if err != nil {
 		return false, &ConfigError{fmt.Errorf("cannot create the NRI plugin: %w", err)}
@@ -198,6 +200,30 @@ func (p *Plugin) session(ctx context.Context) (bool, error) {
 type sessionPlugin struct {
 	*Plugin
 	abandoned atomic.Bool
+	// configurer is who sent the first Configure let into the stub (the
+	// stub takes one at a time: it writes its fields unlocked and answers
+	// Start on a channel of one): none yet, the runtime, or unstick.
+	configurer atomic.Int32
+}
+
+const (
+	configuredByNone int32 = iota
+	configuredByRuntime
+	configuredByUnstick
+)
+
+// configureMethod is the stub's Configure as ttrpc names it.
+const configureMethod = "/nri.pkg.api.v1alpha1.Plugin/Configure"
+
+// intercept refuses the runtime's Configure when unstick's came first.
+func (sp *sessionPlugin) intercept(ctx context.Context, u ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+	if info.FullMethod == configureMethod {
+		sp.configurer.CompareAndSwap(configuredByNone, configuredByRuntime)
+		if sp.configurer.Load() == configuredByUnstick {
+			return nil, errors.New("registration abandoned: the runtime closed the connection")
+		}
+	}
+	return m(ctx, u)
 }
 
 func (sp *sessionPlugin) Configure(ctx context.Context, config, runtime, version string) (api.EventMask, error) {
@@ -238,7 +264,9 @@ func (sp *sessionPlugin) unstick(ctx context.Context, s stub.Stub, started <-cha
 		}
 		return
 	}
-	go c.Configure(context.WithoutCancel(ctx), &api.ConfigureRequest{NRIVersion: "abandoned"}) //nolint:errcheck // it fails on purpose
+	if sp.configurer.CompareAndSwap(configuredByNone, configuredByUnstick) {
+		go c.Configure(context.WithoutCancel(ctx), &api.ConfigureRequest{NRIVersion: "abandoned"}) //nolint:errcheck // it fails on purpose
+	} // else the runtime's Configure is in the stub: it answers Start
 	select {
 	case <-started:
 	case <-time.After(time.Second):

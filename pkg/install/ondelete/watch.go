@@ -3,9 +3,11 @@ package ondelete
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -30,8 +32,15 @@ type Watcher struct {
 	// gone says why the DaemonSet is known deleted or being deleted ("":
 	// not seen).
 	gone string
+	// replacedBy is the uid of a DaemonSet of the same name seen alive
+	// after the owner (delete -k then apply -k): leakguard is still wanted
+	// ("": none, or it went too).
+	replacedBy string
 	// seen is closed once gone is set.
 	seen chan struct{}
+
+	// rv is the last resourceVersion the watch delivered (run's only).
+	rv string
 }
 
 // StartWatcher watches the DaemonSet owning c's pod until ctx ends,
@@ -50,7 +59,9 @@ func (w *Watcher) Done() <-chan struct{} { return w.done }
 
 // Deleted reports whether the watch saw the DaemonSet deleted or given a
 // deletionTimestamp, waiting up to wait for it (the SIGTERM may come before
-// the event is read): the DaemonSet's namespace/name, why, and whether.
+// the event is read): the DaemonSet's namespace/name, why, and whether. A
+// DaemonSet of the same name seen alive since (another uid) is a
+// replacement, as Decide judges it: not deleted.
 func (w *Watcher) Deleted(wait time.Duration) (string, string, bool) {
 	select {
 	case <-w.seen:
@@ -58,7 +69,7 @@ func (w *Watcher) Deleted(wait time.Duration) (string, string, bool) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.owner, w.gone, w.gone != ""
+	return w.owner, w.gone, w.gone != "" && w.replacedBy == ""
 }
 
 const (
@@ -77,8 +88,14 @@ func (w *Watcher) run(ctx context.Context, c Config) {
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > watchPauseLast {
+		// Between two watches `delete -k` may remove the token and the
+		// DaemonSet unseen: a watch that lasted (to the server's timeout)
+		// or whose version expired is opened again at once; one that
+		// failed quickly waits, longer each time.
+		if time.Since(start) > watchPauseLast || errors.Is(err, errWatchExpired) {
 			backoff = watchPauseFirst
+			w.log.Debug("DaemonSet watch ended; again at once", "err", err)
+			continue
 		}
 		w.log.Debug("DaemonSet watch ended; again after a pause", "err", err, "pause", backoff.String())
 		select {
@@ -90,6 +107,10 @@ func (w *Watcher) run(ctx context.Context, c Config) {
 	}
 }
 
+// errWatchExpired: the API server no longer has the resourceVersion the
+// watch started from (410 Gone); the next starts from the present.
+var errWatchExpired = errors.New("the watch's resourceVersion expired")
+
 // watchEvent is one event of the watch stream, decoded only as far as the
 // object's identity and deletion.
 type watchEvent struct {
@@ -97,8 +118,11 @@ type watchEvent struct {
 	Object struct {
 		Metadata struct {
 			UID               string  `json:"uid"`
+			ResourceVersion   string  `json:"resourceVersion"`
 			DeletionTimestamp *string `json:"deletionTimestamp"`
 		} `json:"metadata"`
+		// Code is an ERROR event's (a Status).
+		Code int `json:"code"`
 	} `json:"object"`
 }
 
@@ -134,9 +158,16 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 	}
 	defer client.Client.CloseIdleConnections()
 	name := owner[len(c.Namespace)+1:]
-	stream, err := client.Get().AbsPath("/apis/apps/v1").Namespace(c.Namespace).Resource("daemonsets").
+	req := client.Get().AbsPath("/apis/apps/v1").Namespace(c.Namespace).Resource("daemonsets").
 		Param("fieldSelector", "metadata.name="+name).Param("watch", "true").
-		Param("timeoutSeconds", fmt.Sprint(int(watchTimeout.Seconds()))).Stream(ctx)
+		Param("allowWatchBookmarks", "true").
+		Param("timeoutSeconds", fmt.Sprint(int(watchTimeout.Seconds())))
+	if w.rv != "" {
+		// From where the last watch was: what happened in between is
+		// replayed (a watch from nothing only lists what exists).
+		req = req.Param("resourceVersion", w.rv)
+	}
+	stream, err := req.Stream(ctx)
 	if err != nil {
 		return fmt.Errorf("watch DaemonSet %s: %w", owner, err)
 	}
@@ -148,10 +179,18 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 			return fmt.Errorf("watch DaemonSet %s: %w", owner, err)
 		}
 		if ev.Type == "ERROR" {
-			return fmt.Errorf("watch DaemonSet %s: the API server ended it with an error event", owner)
+			if ev.Object.Code == http.StatusGone && w.rv != "" {
+				w.rv = ""
+				return fmt.Errorf("watch DaemonSet %s: %w", owner, errWatchExpired)
+			}
+			return fmt.Errorf("watch DaemonSet %s: the API server ended it with an error event (code %d)", owner, ev.Object.Code)
 		}
-		if ev.Object.Metadata.UID != uid {
-			continue // another DaemonSet of that name
+		if v := ev.Object.Metadata.ResourceVersion; v != "" {
+			w.rv = v // bookmarks too: they keep it recent
+		}
+		if other := ev.Object.Metadata.UID; other != uid {
+			w.sawOther(ev.Type, other, ev.Object.Metadata.DeletionTimestamp != nil)
+			continue
 		}
 		switch {
 		case ev.Type == "DELETED":
@@ -159,6 +198,26 @@ func (w *Watcher) follow(ctx context.Context, c Config) error {
 		case ev.Object.Metadata.DeletionTimestamp != nil:
 			w.setGone("the DaemonSet was seen on the watch being deleted since " + *ev.Object.Metadata.DeletionTimestamp)
 		}
+	}
+}
+
+// sawOther follows a DaemonSet of the owner's name with another uid: alive,
+// it replaces the owner (once the owner is gone); deleted, it no longer
+// does. Bookmarks and objects without a uid say nothing.
+func (w *Watcher) sawOther(typ, uid string, deleting bool) {
+	if uid == "" || (typ != "ADDED" && typ != "MODIFIED" && typ != "DELETED") {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case typ != "DELETED" && !deleting:
+		if w.replacedBy != uid {
+			w.log.Info("a DaemonSet of the same name exists: leakguard stays wanted", "daemonset", w.owner, "uid", uid)
+		}
+		w.replacedBy = uid
+	case w.replacedBy == uid:
+		w.replacedBy = ""
 	}
 }
 
