@@ -68,8 +68,8 @@ type Cluster struct {
 	admin   keyPair
 	http    *http.Client
 	record  *hostRecord
-	daemons []*daemon
-	kubelet *daemon
+	daemons []*runtime.Daemon
+	kubelet *runtime.Daemon
 }
 
 // Start brings up a cluster and registers its teardown (t.Cleanup, failed
@@ -194,7 +194,7 @@ func (c *Cluster) start() error {
 	if err != nil {
 		return err
 	}
-	err = etcd.waitUntil(30*time.Second, func() error { return httpOK(http.DefaultClient, etcdURL+"/health") })
+	err = etcd.WaitUntil(30*time.Second, func() error { return httpOK(http.DefaultClient, etcdURL+"/health") })
 	if err != nil {
 		return err
 	}
@@ -214,14 +214,16 @@ func (c *Cluster) start() error {
 	if err := c.startKubelet(env, pt); err != nil {
 		return err
 	}
-	return apiserver.waitUntil(60*time.Second, func() error { return httpOK(c.http, c.APIServer+"/readyz") })
+	return apiserver.WaitUntil(60*time.Second, func() error { return httpOK(c.http, c.APIServer+"/readyz") })
 }
 
-func (c *Cluster) startDaemon(name string, env []string, argv ...string) (*daemon, error) {
-	d, err := startDaemon(name, c.path("logs", name+".log"), argv, env)
+func (c *Cluster) startDaemon(name string, env []string, argv ...string) (*runtime.Daemon, error) {
+	d, err := runtime.StartDaemon(name, c.path("logs", name+".log"), argv, env)
 	if err != nil {
 		return nil, err
 	}
+	// Stopped with its process group: kubelet runs in a script under unshare.
+	d.StopGroup = true
 	c.daemons = append(c.daemons, d)
 	return d, nil
 }

@@ -136,8 +136,8 @@ func (c *Cluster) poll(timeout time.Duration, f func() error) error {
 			return nil
 		}
 		for _, d := range c.daemons {
-			if d.exited() {
-				return fmt.Errorf("%w; %s exited (%v):\n%s", err, d.name, d.err, d.tail(40))
+			if d.Exited() {
+				return fmt.Errorf("%w; %s exited (%v):\n%s", err, d.Name(), d.Err(), d.Tail(40))
 			}
 		}
 		if time.Now().After(deadline) {

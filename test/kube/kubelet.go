@@ -174,7 +174,7 @@ func (c *Cluster) makeCgroupRoot() error {
 // node whose kubelet hangs.
 func (c *Cluster) FreezeKubelet(t testing.TB) func() {
 	t.Helper()
-	pid := c.kubelet.cmd.Process.Pid
+	pid := c.kubelet.PID()
 	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 		t.Fatalf("freeze kubelet: %v", err)
 	}

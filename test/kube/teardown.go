@@ -13,11 +13,11 @@ import (
 func (c *Cluster) teardown(t testing.TB) {
 	if t.Failed() {
 		for _, d := range c.daemons {
-			t.Logf("%s log (last 40 lines):\n%s", d.name, d.tail(40))
+			t.Logf("%s log (last 40 lines):\n%s", d.Name(), d.Tail(40))
 		}
 	}
 	if c.kubelet != nil {
-		if err := c.kubelet.stop(30 * time.Second); err != nil {
+		if err := c.kubelet.Stop(30 * time.Second); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	}
@@ -25,7 +25,7 @@ func (c *Cluster) teardown(t testing.TB) {
 		if d == c.kubelet {
 			continue
 		}
-		if err := d.stop(20 * time.Second); err != nil {
+		if err := d.Stop(20 * time.Second); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	}

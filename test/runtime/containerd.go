@@ -40,7 +40,7 @@ type Containerd struct {
 	tools Tools
 	in    *instance
 	opts  ContainerdOptions
-	d     *daemon
+	d     *Daemon
 
 	// Dir is the instance dir: whatever a test puts below it (say, a
 	// kubelet's root dir) is torn down with the instance, even after a
@@ -199,7 +199,7 @@ func (c *Containerd) config() string {
 // until its CRI answers.
 func (c *Containerd) Start(t testing.TB) {
 	t.Helper()
-	if c.d != nil && !c.d.exited() {
+	if c.d != nil && !c.d.Exited() {
 		t.Fatal("containerd already running")
 	}
 	// The shim is found next to containerd in $PATH; nothing of the
@@ -208,12 +208,12 @@ func (c *Containerd) Start(t testing.TB) {
 		"PATH=" + filepath.Dir(c.tools.Containerd) + ":/usr/sbin:/usr/bin:/sbin:/bin",
 		"TMPDIR=" + c.in.path("tmp"),
 	}
-	d, err := startDaemon("containerd", c.LogFile, []string{c.tools.Containerd, "--config", c.ConfigFile}, env)
+	d, err := StartDaemon("containerd", c.LogFile, []string{c.tools.Containerd, "--config", c.ConfigFile}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.d = d
-	err = d.waitUntil(60*time.Second, func() error {
+	err = d.WaitUntil(60*time.Second, func() error {
 		if _, err := os.Stat(c.Address); err != nil {
 			return err
 		}
@@ -229,13 +229,13 @@ func (c *Containerd) Start(t testing.TB) {
 // as a containerd restart on a node does.
 func (c *Containerd) Stop(t testing.TB) {
 	t.Helper()
-	if err := c.d.stop(20 * time.Second); err != nil {
+	if err := c.d.Stop(20 * time.Second); err != nil {
 		t.Error(err)
 	}
 }
 
 // PID is containerd's process ID.
-func (c *Containerd) PID() int { return c.d.pid() }
+func (c *Containerd) PID() int { return c.d.PID() }
 
 // Ctr runs `ctr --address ... -n k8s.io args...`.
 func (c *Containerd) Ctr(args ...string) (string, error) {
@@ -261,20 +261,20 @@ func (c *Containerd) ImportImages(t testing.TB, imgs ...Image) {
 }
 
 // LogTail returns the last n lines of containerd's log.
-func (c *Containerd) LogTail(n int) string { return c.d.tail(n) }
+func (c *Containerd) LogTail(n int) string { return c.d.Tail(n) }
 
 func (c *Containerd) teardown(t testing.TB) {
 	if t.Failed() && c.d != nil {
-		t.Logf("containerd log (last 60 lines):\n%s", c.d.tail(60))
+		t.Logf("containerd log (last 60 lines):\n%s", c.d.Tail(60))
 	}
-	if c.d != nil && !c.d.exited() && c.Crictl != nil {
+	if c.d != nil && !c.d.Exited() && c.Crictl != nil {
 		// Orderly first: the runtime's own teardown runs CNI DEL.
 		if err := c.Crictl.RemoveAllPods(); err != nil {
 			t.Logf("teardown: %v", err)
 		}
 	}
 	if c.d != nil {
-		if err := c.d.stop(20 * time.Second); err != nil {
+		if err := c.d.Stop(20 * time.Second); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	}

@@ -22,8 +22,8 @@ type DockerOptions struct {
 type Docker struct {
 	tools      Tools
 	in         *instance
-	dockerd    *daemon
-	criDockerd *daemon
+	dockerd    *Daemon
+	criDockerd *Daemon
 
 	// Socket is dockerd's API socket; CRISocket is cri-dockerd's.
 	Socket    string
@@ -102,10 +102,10 @@ func StartDocker(t testing.TB, tools Tools, opts DockerOptions) *Docker {
 		"--log-level", "debug",
 	}
 	var err error
-	if d.dockerd, err = startDaemon("dockerd", in.path("dockerd.log"), argv, env); err != nil {
+	if d.dockerd, err = StartDaemon("dockerd", in.path("dockerd.log"), argv, env); err != nil {
 		t.Fatal(err)
 	}
-	err = d.dockerd.waitUntil(60*time.Second, func() error {
+	err = d.dockerd.WaitUntil(60*time.Second, func() error {
 		_, err := d.Docker("version", "--format", "{{.Server.Version}}")
 		return err
 	})
@@ -127,13 +127,13 @@ func StartDocker(t testing.TB, tools Tools, opts DockerOptions) *Docker {
 		"--hairpin-mode", "none",
 		"--log-level", "debug",
 	}
-	if d.criDockerd, err = startDaemon("cri-dockerd", in.path("cri-dockerd.log"), argv, env); err != nil {
+	if d.criDockerd, err = StartDaemon("cri-dockerd", in.path("cri-dockerd.log"), argv, env); err != nil {
 		t.Fatal(err)
 	}
 	if d.Crictl, err = newCrictl(tools.Crictl, d.CRISocket, in.dir, in.cgroupParent); err != nil {
 		t.Fatal(err)
 	}
-	err = d.criDockerd.waitUntil(60*time.Second, func() error {
+	err = d.criDockerd.WaitUntil(60*time.Second, func() error {
 		_, err := d.Crictl.Run("version")
 		return err
 	})
@@ -188,28 +188,28 @@ func (d *Docker) SandboxPID(t testing.TB, podID string) int {
 
 // LogTails returns the last n lines of dockerd's and cri-dockerd's logs.
 func (d *Docker) LogTails(n int) string {
-	return "dockerd:\n" + d.dockerd.tail(n) + "\ncri-dockerd:\n" + d.criDockerd.tail(n)
+	return "dockerd:\n" + d.dockerd.Tail(n) + "\ncri-dockerd:\n" + d.criDockerd.Tail(n)
 }
 
 func (d *Docker) teardown(t testing.TB) {
 	if t.Failed() {
-		for _, dm := range []*daemon{d.dockerd, d.criDockerd} {
+		for _, dm := range []*Daemon{d.dockerd, d.criDockerd} {
 			if dm != nil {
-				t.Logf("%s log (last 40 lines):\n%s", dm.name, dm.tail(40))
+				t.Logf("%s log (last 40 lines):\n%s", dm.Name(), dm.Tail(40))
 			}
 		}
 	}
-	if d.criDockerd != nil && !d.criDockerd.exited() && d.Crictl != nil {
+	if d.criDockerd != nil && !d.criDockerd.Exited() && d.Crictl != nil {
 		if err := d.Crictl.RemoveAllPods(); err != nil {
 			t.Logf("teardown: %v", err)
 		}
 	}
 	if d.criDockerd != nil {
-		if err := d.criDockerd.stop(10 * time.Second); err != nil {
+		if err := d.criDockerd.Stop(10 * time.Second); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	}
-	if d.dockerd != nil && !d.dockerd.exited() {
+	if d.dockerd != nil && !d.dockerd.Exited() {
 		if out, err := d.Docker("ps", "-aq"); err == nil && strings.TrimSpace(out) != "" {
 			if _, err := d.Docker(append([]string{"rm", "-f"}, strings.Fields(out)...)...); err != nil {
 				t.Logf("teardown: %v", err)
@@ -217,7 +217,7 @@ func (d *Docker) teardown(t testing.TB) {
 		}
 	}
 	if d.dockerd != nil {
-		if err := d.dockerd.stop(30 * time.Second); err != nil {
+		if err := d.dockerd.Stop(30 * time.Second); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	}
